@@ -1,0 +1,36 @@
+# gcnet — the two set-up commands: `make demo` and `make test`.
+# VENV may point outside the clone (CI keeps a cached one under ~/.cache); default: ./.venv
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/python -m pip
+# The install stamp changes when the dependency set or the checkout location changes.
+STAMP := $(VENV)/.gcnet-installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
+
+.PHONY: install test demo lint bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.gcnet-installed-*
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+demo: $(STAMP)
+	$(VENV)/bin/gcnet demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/bench_blocks.py
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache

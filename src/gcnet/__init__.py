@@ -1,0 +1,26 @@
+"""gcnet: Global Context Networks in PyTorch."""
+
+from .layers import (
+    ContextModeling,
+    ContextTransform,
+    GlobalContextBlock,
+    NonLocalBlock,
+    SimplifiedNonLocalBlock,
+    SqueezeExcitation,
+    create_block,
+    list_blocks,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContextModeling",
+    "ContextTransform",
+    "GlobalContextBlock",
+    "NonLocalBlock",
+    "SimplifiedNonLocalBlock",
+    "SqueezeExcitation",
+    "__version__",
+    "create_block",
+    "list_blocks",
+]

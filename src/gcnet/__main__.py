@@ -1,0 +1,3 @@
+from gcnet.cli import main
+
+raise SystemExit(main())

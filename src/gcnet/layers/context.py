@@ -1,0 +1,293 @@
+"""The global-context framework: context modeling -> transform -> fusion.
+
+    z = x * sigmoid(delta_mul(c)) + delta_add(c),   c = sum_j alpha_j x_j   (or mean_j x_j)
+
+One module per step, and the blocks of the family (GC, Simplified NL, SE) are configurations
+of :class:`GlobalContextBlock`. Everything works on (N, C, L), (N, C, H, W) and
+(N, C, T, H, W) inputs: the context is pooled over *all* positions, and the transform acts
+on the pooled (N, C) vector, so the spatial rank never matters after pooling.
+
+Parameter shapes follow the official code (mmcv ``ContextBlock``): 1x1 convs are stored as
+``nn.Conv2d`` weights and the LayerNorm over ``[P, 1, 1]``, so published checkpoints convert
+by renaming keys only (:func:`gcnet.convert.context_block_from_mmcv`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import bottleneck_channels, check_channels, check_choice, check_input
+
+__all__ = [
+    "ContextModeling",
+    "ContextTransform",
+    "GlobalContextBlock",
+    "SimplifiedNonLocalBlock",
+    "POOLING_TYPES",
+    "FUSION_TYPES",
+]
+
+POOLING_TYPES = ("att", "avg")
+FUSION_TYPES = ("add", "mul")
+
+
+def _attention_logits(xf: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """W_k x + b for flattened x (N, C, L) -> (N, L) logits in at least float32."""
+    n, c = xf.shape[0], xf.shape[1]
+    w = weight.reshape(1, 1, c).to(xf.dtype).expand(n, 1, c)
+    acc = _softmax_dtype(xf.dtype)
+    return torch.matmul(w, xf).squeeze(1).to(acc) + bias.to(acc)
+
+
+def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Softmax runs in float32 for half/bfloat16 inputs, in float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _attention_pool(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention pooling: (context (N, C) in x's dtype, alpha (N, L) in >= float32)."""
+    xf = x.flatten(2)  # (N, C, L): a view, for contiguous and channels_last inputs
+    attn = _attention_logits(xf, weight, bias).softmax(-1)
+    # (N, 1, L) @ (N, L, C): streams x once as a GEMV; (N, C, L) @ (N, L, 1) is ~4x slower
+    context = torch.bmm(attn.to(xf.dtype).unsqueeze(1), xf.transpose(1, 2)).squeeze(1)
+    return context, attn
+
+
+class _AttentionPool(torch.autograd.Function):
+    """Attention pooling with a hand-written backward.
+
+    Autograd's backward of the two batched GEMVs materialises two full-size gradients in
+    transposed layouts and then adds them; here the gradient w.r.t. x is one rank-2 update
+    grad_x = g (x) alpha + W_k (x) dlogits written in x's own memory layout, in one pass.
+    The backward runs in x's dtype (float32 under a bf16 autocast forward).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        context, attn = _attention_pool(x, weight, bias)
+        ctx.save_for_backward(x, weight, attn)
+        return context
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, attn = ctx.saved_tensors
+        xf = x.flatten(2)
+        n, c = xf.shape[0], xf.shape[1]
+        dt = xf.dtype
+        g = grad.to(dt)
+        # d context / d alpha, then through the softmax (float32, on (N, L) only)
+        grad_attn = torch.bmm(g.unsqueeze(1), xf).squeeze(1).to(attn.dtype)
+        dlogits = attn * (grad_attn - (attn * grad_attn).sum(-1, keepdim=True))
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            u = torch.stack((g, weight.reshape(1, c).to(dt).expand(n, c)), dim=1)  # (N, 2, C)
+            v = torch.stack((attn, dlogits), dim=1).to(dt)  # (N, 2, L)
+            if xf.stride(1) == 1 and c > 1:  # channels_last: write (N, L, C) memory order
+                grad_x = torch.bmm(v.transpose(1, 2), u).transpose(1, 2)
+            else:
+                grad_x = torch.bmm(u.transpose(1, 2), v)
+            grad_x = grad_x.view(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = torch.bmm(dlogits.to(dt).unsqueeze(1), xf.transpose(1, 2)).sum(0)
+            grad_w = gw.reshape(weight.shape).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_b = dlogits.sum().reshape(1).to(weight.dtype)
+        return grad_x, grad_w, grad_b
+
+
+class ContextModeling(nn.Module):
+    """Step 1: pool x (N, C, *spatial) into one context vector per image, (N, C).
+
+    ``att``: logits = W_k x + b (a 1x1 conv C->1), alpha = softmax over all positions
+    (computed in float32), context = sum_j alpha_j x_j.  ``avg``: the mean over positions.
+    """
+
+    def __init__(self, channels: int, pooling: str = "att") -> None:
+        super().__init__()
+        self.channels = check_channels(channels)
+        self.pooling = check_choice("pooling", pooling, POOLING_TYPES)
+        if pooling == "att":
+            self.conv_mask = nn.Conv2d(channels, 1, kernel_size=1)
+        else:
+            self.register_module("conv_mask", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.conv_mask is not None:
+            # official init: kaiming normal, fan_in, relu gain; bias 0
+            nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(self.conv_mask.bias)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention map alpha, (N, L) over the flattened positions (>= float32)."""
+        if self.conv_mask is None:
+            raise ValueError("pooling='avg' has no attention map")
+        return _attention_logits(x.flatten(2), self.conv_mask.weight, self.conv_mask.bias).softmax(
+            -1
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv_mask is None:
+            return x.flatten(2).mean(dim=-1)
+        w, b = self.conv_mask.weight, self.conv_mask.bias
+        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
+            return _AttentionPool.apply(x, w, b)
+        return _attention_pool(x, w, b)[0]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, pooling={self.pooling!r}"
+
+
+class ContextTransform(nn.Module):
+    """Step 2, delta: the transform applied to the pooled (N, C) context.
+
+    ``hidden=P``: bottleneck conv C->P, LayerNorm([P,1,1]) (or none), ReLU, conv P->C
+    (GC, and SE without the norm). ``hidden=None``: one conv C->C (Simplified NL).
+    All convs have a bias. ``zero_init_last`` zeroes the last conv (weight and bias).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int | None,
+        norm: bool = True,
+        ln_eps: float = 1e-5,
+        zero_init_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.hidden = hidden
+        self.zero_init_last = zero_init_last
+        if hidden is None:
+            self.conv_in = self.norm = None
+            self.conv_out = nn.Conv2d(channels, channels, kernel_size=1)
+        else:
+            self.conv_in = nn.Conv2d(channels, hidden, kernel_size=1)
+            self.norm = nn.LayerNorm([hidden, 1, 1], eps=ln_eps) if norm else None
+            self.conv_out = nn.Conv2d(hidden, channels, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in (self.conv_in, self.conv_out):
+            if conv is not None:
+                conv.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
+        if self.zero_init_last:
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
+
+    @staticmethod
+    def _linear(c: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        return F.linear(c, conv.weight.flatten(1), conv.bias)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        if self.conv_in is not None:
+            c = self._linear(c, self.conv_in)
+            if self.norm is not None:
+                p = self.norm.normalized_shape[0]
+                c = F.layer_norm(
+                    c, (p,), self.norm.weight.reshape(p), self.norm.bias.reshape(p), self.norm.eps
+                )
+            c = F.relu(c)
+        return self._linear(c, self.conv_out)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, hidden={self.hidden}"
+
+
+def _as_fusion_tuple(fusion: str | Sequence[str]) -> tuple[str, ...]:
+    items = (fusion,) if isinstance(fusion, str) else tuple(fusion)
+    if not items:
+        raise ValueError(f"fusion needs at least one of {FUSION_TYPES}, got {fusion!r}")
+    for f in items:
+        check_choice("fusion", f, FUSION_TYPES)
+    if len(set(items)) != len(items):
+        raise ValueError(f"fusion lists a type twice: {fusion!r}")
+    return tuple(f for f in FUSION_TYPES if f in items)  # canonical order
+
+
+class GlobalContextBlock(nn.Module):
+    """The GC block (Cao et al., 2019), and the framework it generalises.
+
+    Args:
+        channels: C, the input channels.
+        ratio: bottleneck ratio, P = int(C * ratio) (1/16 = "r16", 1/4 = "r4").
+            ``None`` uses a single C->C conv as the transform (Simplified NL).
+        pooling: ``"att"`` (attention pooling) or ``"avg"`` (average pooling).
+        fusion: ``"add"``, ``"mul"`` or both (mul is applied first, then add);
+            each fusion has its own transform branch.
+        norm: LayerNorm in the bottleneck (GC: True; SE: False).
+        ln_eps: LayerNorm epsilon (official 1e-5; timm uses 1e-6).
+        zero_init_last: zero the last conv of every branch, so an add-fused block is the
+            identity at init and a GC backbone starts as the plain pretrained backbone.
+
+    Input (N, C, L), (N, C, H, W) or (N, C, T, H, W); output the same shape.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        ratio: float | None = 1.0 / 16,
+        pooling: str = "att",
+        fusion: str | Sequence[str] = "add",
+        norm: bool = True,
+        ln_eps: float = 1e-5,
+        zero_init_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.channels = check_channels(channels)
+        self.ratio = ratio
+        hidden = None if ratio is None else bottleneck_channels(channels, ratio)
+        self.fusion = _as_fusion_tuple(fusion)
+        self.pool = ContextModeling(channels, pooling)
+        make = lambda: ContextTransform(channels, hidden, norm, ln_eps, zero_init_last)  # noqa: E731
+        self.transform_mul = make() if "mul" in self.fusion else None
+        self.transform_add = make() if "add" in self.fusion else None
+
+    @property
+    def pooling(self) -> str:
+        return self.pool.pooling
+
+    def reset_parameters(self) -> None:
+        for m in (self.pool, self.transform_mul, self.transform_add):
+            if m is not None:
+                m.reset_parameters()
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The query-independent attention map, shaped like x's positions: (N, *spatial)."""
+        check_input(type(self).__name__, x, self.channels)
+        return self.pool.attention(x).reshape(x.shape[0], *x.shape[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(type(self).__name__, x, self.channels)
+        context = self.pool(x)  # (N, C)
+        bshape = (x.shape[0], self.channels) + (1,) * (x.dim() - 2)
+        if self.transform_mul is None:
+            return x + self.transform_add(context).reshape(bshape)
+        scale = torch.sigmoid(self.transform_mul(context)).reshape(bshape)
+        if self.transform_add is None:
+            return x * scale
+        # mul first, then add, in one pass over x: x * scale + shift
+        return torch.addcmul(self.transform_add(context).reshape(bshape), x, scale)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, ratio={self.ratio}, fusion={self.fusion}"
+
+
+class SimplifiedNonLocalBlock(GlobalContextBlock):
+    """Simplified NL (SNL): query-independent attention pooling, one 1x1 conv C->C, add.
+
+    The conv is zero-initialised (``zero_init_last``) so the block starts as the identity.
+    """
+
+    def __init__(self, channels: int, zero_init_last: bool = True) -> None:
+        super().__init__(
+            channels, ratio=None, pooling="att", fusion="add", zero_init_last=zero_init_last
+        )

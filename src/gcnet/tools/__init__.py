@@ -1,0 +1,1 @@
+"""Analysis tools: memory and time measurement, FLOPs/params, attention maps."""

@@ -1,0 +1,85 @@
+"""Small, dependency-free measurement helpers used by the benchmarks and `gcnet info`.
+
+- :func:`median_time` times a callable (warm-up, then the median of repeats), in ms.
+- :class:`MemoryTracker` counts the bytes of every tensor created while it is active (forward
+  and backward alike) and reports the peak of the live total: exact for tensors, device
+  independent, so CPU peak memory can be compared between implementations.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["MemoryTracker", "median_time", "peak_memory"]
+
+
+def median_time(
+    fn: Callable[[], object], repeats: int = 10, warmup: int = 2, stat: str = "median"
+) -> float:
+    """Median (or ``stat="min"``) wall time of ``fn()`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return (times[0] if stat == "min" else times[len(times) // 2]) * 1e3
+
+
+class MemoryTracker(TorchDispatchMode):
+    """Peak bytes of tensors allocated inside the ``with`` block (storages counted once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self._live: dict[int, list[int]] = {}  # storage ptr -> [nbytes, live tensor count]
+
+    def _release(self, key: int) -> None:
+        entry = self._live.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self._live[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key == 0:
+                continue
+            entry = self._live.get(key)
+            if entry is None:
+                arg_ptrs = {
+                    a.untyped_storage().data_ptr()
+                    for a in tree_flatten(args)[0]
+                    if isinstance(a, torch.Tensor)
+                }
+                if key in arg_ptrs:  # a view of an input we did not allocate
+                    continue
+                entry = self._live[key] = [storage.nbytes(), 0]
+                self.current += entry[0]
+                self.peak = max(self.peak, self.current)
+            entry[1] += 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    """Peak bytes of tensors that ``fn()`` allocates (its result dropped at the end)."""
+    with MemoryTracker() as tracker:
+        fn()
+    return tracker.peak

@@ -1,0 +1,280 @@
+"""GC block: parity with mmcv / timm / the seed's block, the maths, gradients, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gcnet import GlobalContextBlock, SimplifiedNonLocalBlock
+from gcnet.convert import context_block_from_mmcv, global_context_from_timm
+from tests.conftest import randomize_
+
+FUSIONS = [("add",), ("mul",), ("add", "mul")]
+
+
+@pytest.mark.parametrize("pooling", ["att", "avg"])
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("ratio", [1 / 4, 1 / 16])
+def test_parity_with_mmcv_context_block(pooling, fusion, ratio):
+    from mmcv.cnn.bricks import ContextBlock
+
+    mm = ContextBlock(
+        64, ratio, pooling_type=pooling, fusion_types=tuple(f"channel_{f}" for f in fusion)
+    )
+    randomize_(mm).double().eval()
+    ours = GlobalContextBlock(64, ratio, pooling=pooling, fusion=fusion).double()
+    ours.load_state_dict(context_block_from_mmcv(mm.state_dict()), strict=True)
+    x = torch.randn(3, 64, 9, 7, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), mm(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fuse_add,fuse_scale", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("use_attn", [True, False])
+def test_parity_with_timm_global_context(fuse_add, fuse_scale, use_attn):
+    from timm.layers import GlobalContext
+
+    tm = GlobalContext(
+        48, use_attn=use_attn, fuse_add=fuse_add, fuse_scale=fuse_scale, rd_ratio=1 / 8
+    )
+    randomize_(tm).double().eval()
+    fusion = tuple(f for f, on in (("add", fuse_add), ("mul", fuse_scale)) if on)
+    ours = GlobalContextBlock(
+        48, 1 / 8, pooling="att" if use_attn else "avg", fusion=fusion, ln_eps=1e-6
+    ).double()
+    ours.load_state_dict(global_context_from_timm(tm.state_dict()), strict=True)
+    x = torch.randn(2, 48, 6, 10, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), tm(x), rtol=1e-12, atol=1e-12)
+
+
+class SeedGlobalContextBlock(nn.Module):
+    """The block of the seed document (shared/seed), re-typed."""
+
+    def __init__(self, in_channels, scale=16):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = self.in_channels // scale
+        self.Conv_key = nn.Conv2d(self.in_channels, 1, 1)
+        self.SoftMax = nn.Softmax(dim=1)
+        self.Conv_value = nn.Sequential(
+            nn.Conv2d(self.in_channels, self.out_channels, 1),
+            nn.LayerNorm([self.out_channels, 1, 1]),
+            nn.ReLU(),
+            nn.Conv2d(self.out_channels, self.in_channels, 1),
+        )
+
+    def forward(self, x):
+        b, c, h, w = x.size()
+        key = self.SoftMax(
+            self.Conv_key(x).view(b, 1, -1).permute(0, 2, 1).view(b, -1, 1).contiguous()
+        )
+        query = x.view(b, c, h * w)
+        concate_QK = torch.matmul(query, key)
+        concate_QK = concate_QK.view(b, c, 1, 1).contiguous()
+        value = self.Conv_value(concate_QK)
+        return x + value
+
+
+def test_seed_block_equals_ours():
+    seed = randomize_(SeedGlobalContextBlock(128, scale=16)).double()
+    ours = GlobalContextBlock(128, ratio=1 / 16).double()
+    mapping = {
+        "Conv_key": "pool.conv_mask",
+        "Conv_value.0": "transform_add.conv_in",
+        "Conv_value.1": "transform_add.norm",
+        "Conv_value.3": "transform_add.conv_out",
+    }
+    sd = {}
+    for k, v in seed.state_dict().items():
+        mod, leaf = k.rsplit(".", 1)
+        sd[f"{mapping[mod]}.{leaf}"] = v
+    ours.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 128, 24, 24, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), seed(x), rtol=1e-12, atol=1e-12)
+
+
+def test_direct_formula():
+    """z = x + conv2(relu(LN(conv1(sum_j softmax_j(w.x_j + b) x_j)))) written out."""
+    blk = randomize_(GlobalContextBlock(8, ratio=1 / 4)).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    w, b = blk.pool.conv_mask.weight.flatten(), blk.pool.conv_mask.bias
+    t = blk.transform_add
+    for n in range(2):
+        xs = x[n].reshape(8, -1)
+        alpha = torch.softmax(w @ xs + b, dim=0)
+        ctx = (xs * alpha).sum(1)
+        h = t.conv_in.weight.flatten(1) @ ctx + t.conv_in.bias
+        h = (h - h.mean()) / torch.sqrt(h.var(unbiased=False) + 1e-5)
+        h = F.relu(h * t.norm.weight.flatten() + t.norm.bias.flatten())
+        d = t.conv_out.weight.flatten(1) @ h + t.conv_out.bias
+        torch.testing.assert_close(blk(x)[n], x[n] + d[:, None, None])
+
+
+def test_init_matches_official():
+    blk = GlobalContextBlock(256, fusion=("add", "mul"))
+    for t in (blk.transform_add, blk.transform_mul):
+        assert torch.count_nonzero(t.conv_out.weight) == 0
+        assert torch.count_nonzero(t.conv_out.bias) == 0
+    assert torch.count_nonzero(blk.pool.conv_mask.bias) == 0
+    # kaiming normal, fan_in, relu gain: std = sqrt(2 / C)
+    std = blk.pool.conv_mask.weight.std().item()
+    assert abs(std - (2 / 256) ** 0.5) < 0.25 * (2 / 256) ** 0.5
+    assert blk.transform_add.conv_in.out_channels == 16
+    assert GlobalContextBlock(256, ratio=1 / 4).transform_add.conv_in.out_channels == 64
+
+
+@pytest.mark.parametrize("cls", [GlobalContextBlock, SimplifiedNonLocalBlock])
+def test_identity_at_init(cls):
+    blk = cls(32)
+    x = torch.randn(2, 32, 5, 5)
+    assert torch.equal(blk(x), x)
+
+
+def test_mul_fusion_at_init_halves():
+    blk = GlobalContextBlock(32, fusion="mul")  # sigmoid(0) = 0.5
+    x = torch.randn(2, 32, 5, 5)
+    torch.testing.assert_close(blk(x), 0.5 * x)
+
+
+@pytest.mark.parametrize("pooling", ["att", "avg"])
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_gradcheck(pooling, fusion):
+    blk = randomize_(GlobalContextBlock(16, 1 / 4, pooling=pooling, fusion=fusion), 0.5).double()
+    x = torch.randn(2, 16, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(blk, (x,))
+    # the parameters too (conv_mask's gradient goes through the hand-written backward)
+    params = tuple(blk.parameters())
+
+    def f(*ps):
+        return torch.func.functional_call(
+            blk, dict(zip([n for n, _ in blk.named_parameters()], ps)), (x,)
+        )
+
+    assert torch.autograd.gradcheck(f, params)
+
+
+def test_gradcheck_channels_last_and_3d():
+    blk = randomize_(GlobalContextBlock(16, 1 / 4), 0.5).double()
+    x = torch.randn(2, 16, 4, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(blk, (x.requires_grad_(),))
+    x3 = torch.randn(1, 16, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(blk, (x3,))
+    x1 = torch.randn(2, 16, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(blk, (x1,))
+
+
+def test_custom_backward_matches_autograd():
+    """The hand-written backward equals autograd through the plain ops (float32, real size)."""
+    blk = randomize_(GlobalContextBlock(64, 1 / 16), 0.1)
+    x = torch.randn(4, 64, 14, 14)
+    g = torch.randn_like(x)
+    ref_blk = GlobalContextBlock(64, 1 / 16)
+    ref_blk.load_state_dict(blk.state_dict())
+
+    def plain_pool(x):  # the maths with autograd, no custom Function
+        xf = x.flatten(2)
+        w, b = ref_blk.pool.conv_mask.weight.flatten(), ref_blk.pool.conv_mask.bias
+        a = torch.softmax(torch.einsum("c,ncl->nl", w, xf) + b, -1)
+        return torch.einsum("ncl,nl->nc", xf, a)
+
+    ref_blk.pool.forward = plain_pool
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xa = x.to(memory_format=layout).requires_grad_()
+        xb = x.clone().requires_grad_()
+        ga = torch.autograd.grad(blk(xa), [xa, *blk.parameters()], g)
+        gb = torch.autograd.grad(ref_blk(xb), [xb, *ref_blk.parameters()], g)
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_ranks_agree():
+    """GC pools over all positions: 1D / 3D inputs give the 2D result on reshaped input."""
+    blk = randomize_(GlobalContextBlock(16, 1 / 4, fusion=("add", "mul")))
+    x3 = torch.randn(2, 16, 3, 4, 5)
+    y3 = blk(x3)
+    torch.testing.assert_close(y3, blk(x3.reshape(2, 16, 12, 5)).reshape(x3.shape))
+    torch.testing.assert_close(y3, blk(x3.reshape(2, 16, 60)).reshape(x3.shape))
+    att = blk.attention(x3)
+    assert att.shape == (2, 3, 4, 5)
+    torch.testing.assert_close(att.sum(dim=(1, 2, 3)), torch.ones(2))
+
+
+def test_snl_is_query_independent():
+    """SNL / GC add the same vector at every position: out - x is constant over space."""
+    for blk in (randomize_(SimplifiedNonLocalBlock(8)), randomize_(GlobalContextBlock(8, 1 / 4))):
+        x = torch.randn(2, 8, 6, 6)
+        delta = blk(x) - x
+        torch.testing.assert_close(delta, delta[:, :, :1, :1].expand_as(delta))
+        assert delta.abs().max() > 1e-3  # not trivially zero
+    snl = SimplifiedNonLocalBlock(8)
+    assert snl.transform_add.conv_in is None and snl.transform_add.conv_out.weight.shape == (
+        8,
+        8,
+        1,
+        1,
+    )
+
+
+def test_channels_last_matches_contiguous():
+    blk = randomize_(GlobalContextBlock(32, 1 / 4, fusion=("add", "mul")), 0.1)
+    x = torch.randn(2, 32, 9, 9)
+    y = blk(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, blk(x))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_autocast_bf16_cpu(fusion):
+    blk = randomize_(GlobalContextBlock(64, 1 / 4, fusion=fusion), 0.1)
+    x = torch.randn(2, 64, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = blk(x)
+        att = blk.pool.attention(x.bfloat16())
+    assert att.dtype == torch.float32  # softmax in float32
+    torch.testing.assert_close(att.sum(-1), torch.ones(2))
+    assert y.dtype == torch.float32  # x's dtype is kept
+    torch.testing.assert_close(y, blk(x), rtol=3e-2, atol=3e-2)
+    y.float().sum().backward()  # backward under autocast works
+
+
+def test_half_input_softmax_in_float32():
+    blk = randomize_(GlobalContextBlock(16, 1 / 4), 0.1).bfloat16()
+    x = torch.randn(2, 16, 5, 5).bfloat16()
+    assert blk.pool.attention(x).dtype == torch.float32
+    assert blk(x).dtype == torch.bfloat16
+
+
+def test_torch_compile():
+    blk = randomize_(GlobalContextBlock(16, 1 / 4, fusion=("add", "mul")), 0.1)
+    x = torch.randn(2, 16, 6, 6, requires_grad=True)
+    ref = blk(x)
+    compiled = torch.compile(blk, backend="aot_eager")
+    y = compiled(x)
+    torch.testing.assert_close(y, ref)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    (rx,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(gx, rx)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(channels=8, ratio=1 / 16), r"leaves int\(8 \* 0.0625\) = 0"),
+        (dict(channels=32, pooling="max"), r"pooling must be one of \('att', 'avg'\), got 'max'"),
+        (dict(channels=32, fusion="cat"), r"fusion must be one of \('add', 'mul'\), got 'cat'"),
+        (dict(channels=32, fusion=()), "at least one"),
+        (dict(channels=0), "positive int, got 0"),
+        (dict(channels=32, ratio=-1), "positive number"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GlobalContextBlock(**kwargs)
+
+
+def test_bad_input():
+    blk = GlobalContextBlock(16, 1 / 4)
+    with pytest.raises(ValueError, match="built for 16 channels, got input with 8"):
+        blk(torch.randn(2, 8, 4, 4))
+    with pytest.raises(ValueError, match=r"got 2D input of shape \(2, 16\)"):
+        blk(torch.randn(2, 16))
+    with pytest.raises(ValueError, match="6D"):
+        blk(torch.randn(1, 16, 2, 2, 2, 2))
