@@ -11,6 +11,8 @@ from .layers import (
     list_blocks,
 )
 
+from .models import create_model, list_models
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,5 +24,7 @@ __all__ = [
     "SqueezeExcitation",
     "__version__",
     "create_block",
+    "create_model",
+    "list_models",
     "list_blocks",
 ]

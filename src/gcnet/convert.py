@@ -11,7 +11,12 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["context_block_from_mmcv", "global_context_from_timm"]
+__all__ = [
+    "context_block_from_mmcv",
+    "global_context_from_timm",
+    "is_mmdet_checkpoint",
+    "resnet_from_mmdet",
+]
 
 # mmcv ContextBlock: conv_mask, channel_{add,mul}_conv = Sequential(conv, LayerNorm, ReLU, conv)
 _MMCV_BLOCK = [
@@ -74,3 +79,45 @@ def global_context_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str
         if ".norm." in key and value.dim() == 1:
             out[key] = value.reshape(-1, 1, 1)
     return out
+
+
+# Official GCNet (mmdetection fork): layerX.Y.context_block.*; mmdet 2.x plug-ins:
+# layerX.Y.context_block3.* (abbr + postfix); tolerate a gen_ prefix and digit postfixes.
+_MMDET_PLUGIN = re.compile(r"^(layer\d+\.\d+)\.(?:gen_)?context_block\d*\.(.+)$")
+
+
+def resnet_from_mmdet(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Backbone weights of an official GCNet / mmdetection / mmsegmentation checkpoint ->
+    :class:`gcnet.models.ResNet` keys.
+
+    Keeps the ``backbone.*`` entries (or all entries when there is no such prefix), renames
+    plug-in ``ContextBlock`` weights to ``layerX.Y.context_block.*`` in gcnet's layout, and
+    leaves the rest (torchvision-compatible ``conv1``/``bn1``/``stem``/``layerX`` keys) as is.
+    Detector necks and heads are dropped: only the backbone maps onto gcnet.
+    """
+    sd = dict(state_dict)
+    for wrapper in ("state_dict", "model"):
+        if wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = dict(sd[wrapper])
+    if any(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    out: dict[str, torch.Tensor] = {}
+    blocks: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        m = _MMDET_PLUGIN.match(key)
+        if m:
+            blocks.setdefault(m.group(1), {})[m.group(2)] = value
+        else:
+            out[key] = value
+    for prefix, block_sd in blocks.items():
+        for k, v in context_block_from_mmcv(block_sd).items():
+            out[f"{prefix}.context_block.{k}"] = v
+    return out
+
+
+_MMCV_KEY = re.compile(r"context_block\d*\.(conv_mask|channel_(add|mul)_conv)\.")
+
+
+def is_mmdet_checkpoint(state_dict: Mapping[str, object]) -> bool:
+    """True for mmdetection-style checkpoints (``backbone.*`` keys, mmcv ContextBlock keys)."""
+    return any(k.startswith("backbone.") or _MMCV_KEY.search(k) for k in state_dict)

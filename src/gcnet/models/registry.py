@@ -1,0 +1,143 @@
+"""Model registry: ``create_model(name, pretrained=..., **overrides)`` and ``list_models()``.
+
+Every name is a ResNet/ResNeXt configuration plus an optional plug-in. Overrides:
+
+- any :class:`~gcnet.models.resnet.ResNet` argument (``num_classes``, ``output_stride``,
+  ``frozen_stages``, ``norm``, ``norm_eval``, ``out_indices``, ``deep_stem``, ...);
+- the plug-in: ``plugin`` (``gc``/``nl``/``snl``/``se``/``None``), ``stages`` (``"c3-c5"``,
+  ``("c4",)``), ``position``, ``indices``;
+- the block's own arguments (``ratio``, ``pooling``, ``fusion``, ``mode``, ``sub_sample``...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from gcnet.layers import GlobalContextBlock, NonLocalBlock, SqueezeExcitation
+
+from .resnet import BasicBlock, Bottleneck, PluginSpec, ResNet
+
+__all__ = ["create_model", "list_models", "register_model", "model_config"]
+
+_ARCHS: dict[str, dict[str, Any]] = {
+    "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
+    "resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
+    "resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+    "resnet101": dict(block=Bottleneck, layers=(3, 4, 23, 3)),
+    "resnet152": dict(block=Bottleneck, layers=(3, 8, 36, 3)),
+    "resnext50_32x4d": dict(block=Bottleneck, layers=(3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x4d": dict(block=Bottleneck, layers=(3, 4, 23, 3), groups=32, width_per_group=4),
+    "resnext101_64x4d": dict(block=Bottleneck, layers=(3, 4, 23, 3), groups=64, width_per_group=4),
+    "resnet50_v1c": dict(block=Bottleneck, layers=(3, 4, 6, 3), deep_stem=True),
+    "resnet101_v1c": dict(block=Bottleneck, layers=(3, 4, 23, 3), deep_stem=True),
+}
+
+# torchvision's name for an arch's ImageNet weights (the plain parts of every variant)
+TORCHVISION_ARCH = {k: k for k in _ARCHS if not k.endswith("_v1c")}
+
+_MODELS: dict[str, dict[str, Any]] = {}
+_PLUGIN_KEYS = ("plugin", "stages", "position", "indices")
+
+
+def register_model(name: str, arch: str, plugin: str | None = None, **defaults: Any) -> None:
+    """Register ``name`` as ``arch`` with an optional plug-in and default overrides."""
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(_ARCHS)}")
+    _MODELS[name] = dict(arch=arch, plugin=plugin, **defaults)
+
+
+for _arch in _ARCHS:
+    register_model(_arch, _arch)
+for _arch in ("resnet18", "resnet50", "resnet101", "resnext50_32x4d", "resnext101_32x4d",
+              "resnet50_v1c", "resnet101_v1c"):  # fmt: skip
+    register_model(f"gc_{_arch}", _arch, "gc", ratio=1 / 16)
+    register_model(f"gc_{_arch}_r4", _arch, "gc", ratio=1 / 4)
+register_model("snl_resnet50", "resnet50", "snl")
+register_model("se_resnet50", "resnet50", "se", stages="c2-c5", ratio=1 / 16)
+# Wang et al.: one NL block in c4, before its last residual block (after block 4 of 6)
+register_model("nl_resnet50", "resnet50", "nl", stages=("c4",), indices={"c4": [-2]},
+               position="after_add")  # fmt: skip
+register_model("gc_resnet50_c4", "resnet50", "gc", stages=("c4",), ratio=1 / 16)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def _block_params(block: str) -> set[str]:
+    cls: Callable = {"gc": GlobalContextBlock, "nl": NonLocalBlock, "se": SqueezeExcitation}.get(
+        block, GlobalContextBlock
+    )
+    params = set(inspect.signature(cls).parameters) - {"channels"}
+    if block == "snl":
+        params = {"zero_init_last"}
+    return params
+
+
+def model_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The resolved ResNet kwargs (with a :class:`PluginSpec`) for ``name`` + overrides."""
+    if name not in _MODELS:
+        near = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f"; did you mean {near}?" if near else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see gcnet.list_models())")
+    spec = dict(_MODELS[name])
+    resnet_params = set(inspect.signature(ResNet).parameters) - {"block", "layers", "plugin"}
+    if "plugin" in overrides and overrides["plugin"] != spec["plugin"]:
+        # another block (or none): the registered block's defaults no longer apply
+        spec = {k: v for k, v in spec.items() if k in resnet_params or k in ("arch", "plugin")}
+    spec.update(overrides)
+    arch = spec.pop("arch")
+    cfg = dict(_ARCHS[arch])
+    plugin_args = {k: spec.pop(k) for k in _PLUGIN_KEYS if k in spec}
+    block = plugin_args.pop("plugin", None)
+    block_kwargs = {}
+    for key in list(spec):
+        if key in resnet_params:
+            cfg[key] = spec.pop(key)
+        elif block is not None and key in _block_params(block):
+            block_kwargs[key] = spec.pop(key)
+    if spec:
+        valid = sorted(resnet_params | set(_PLUGIN_KEYS) | (_block_params(block) if block else set()))
+        msgs = []
+        for key in spec:
+            near = difflib.get_close_matches(key, valid, n=1)
+            msgs.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        extra = "" if block else " (this model has no plug-in block; pass plugin='gc' etc.)"
+        raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(msgs)}{extra}")
+    if block is not None:
+        cfg["plugin"] = PluginSpec(block, block_kwargs, **plugin_args)
+    elif plugin_args:
+        raise ValueError(f"{sorted(plugin_args)} given for model {name!r} without a plug-in block")
+    cfg["_arch"] = arch
+    return cfg
+
+
+def create_model(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: see :func:`list_models`.
+        pretrained: ``False``; ``"torchvision"`` (or ``"torchvision:IMAGENET1K_V1"``) for
+            torchvision's ImageNet weights in the plain parts, plug-ins fresh; or a local
+            checkpoint path (safetensors, or ``.pth``/``.pt`` loaded with ``weights_only``),
+            ours or an official GCNet / mmdetection one.
+        **overrides: see the module docstring.
+    """
+    cfg = model_config(name, **overrides)
+    arch = cfg.pop("_arch")
+    model = ResNet(**cfg)
+    model.model_name = name
+    model.arch = arch
+    if pretrained:
+        from .weights import load_pretrained
+
+        load_pretrained(model, pretrained, arch=arch)
+    return model

@@ -1,0 +1,413 @@
+"""ResNet / ResNeXt (torchvision's architecture and state-dict keys) with pluggable context
+blocks, dilation, a deep-stem variant (ResNet-V1c), frozen stages and multi-scale outputs.
+
+The plug-in (:class:`PluginSpec`) puts one block of the family (``gc``, ``nl``, ``snl``,
+``se``) into chosen residual blocks of chosen stages (c2..c5), at one position:
+
+- ``after_1x1``: after the last conv + norm, before the residual add (official default);
+- ``after_3x3``: after the 3x3 conv + norm + ReLU, on the bottleneck's mid channels;
+- ``after_add``: after the residual sum, before the final ReLU.
+
+The plug-in lives at ``layerX.Y.context_block``; every other key is torchvision's, so
+``torchvision.models.resnet50`` weights load with only the plug-in keys missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from gcnet.layers import create_block
+
+__all__ = ["BasicBlock", "Bottleneck", "PluginSpec", "ResNet", "STAGES", "POSITIONS"]
+
+STAGES = ("c2", "c3", "c4", "c5")
+POSITIONS = ("after_1x1", "after_3x3", "after_add")
+NORMS = ("bn", "frozen_bn", "syncbn")
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginSpec:
+    """Which block goes where.
+
+    Args:
+        block: a :func:`gcnet.layers.create_block` name (``gc``, ``nl``, ``snl``, ``se``).
+        kwargs: the block's keyword arguments (e.g. ``ratio``, ``pooling``, ``fusion``).
+        stages: stage names among c2..c5 (default c3-c5, as in the paper).
+        position: ``after_1x1`` (default), ``after_3x3`` or ``after_add``.
+        indices: optional ``{stage: [residual block indices]}``; stages not named get the
+            block in every residual block. Negative indices count from the stage's end.
+    """
+
+    block: str
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    stages: Sequence[str] = ("c3", "c4", "c5")
+    position: str = "after_1x1"
+    indices: Mapping[str, Sequence[int]] | None = None
+
+    def __post_init__(self) -> None:
+        stages = parse_stages(self.stages)
+        object.__setattr__(self, "stages", stages)
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        if self.indices is not None:
+            bad = [s for s in self.indices if s not in stages]
+            if bad:
+                raise ValueError(f"indices name stages {bad} that are not in stages {stages}")
+
+    def wants(self, stage: str, index: int, num_blocks: int) -> bool:
+        if stage not in self.stages:
+            return False
+        if self.indices is None or stage not in self.indices:
+            return True
+        chosen = set()
+        for i in self.indices[stage]:
+            if not -num_blocks <= i < num_blocks:
+                raise ValueError(
+                    f"block index {i} is out of range for stage {stage} with {num_blocks} blocks"
+                )
+            chosen.add(i % num_blocks)
+        return index in chosen
+
+
+def parse_stages(stages: str | Sequence[str]) -> tuple[str, ...]:
+    """'c3-c5' / 'c3,c5' / ('c3', 'c4') -> ('c3', 'c4', 'c5') ..."""
+    if isinstance(stages, str):
+        text = stages.replace(" ", "")
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            if lo not in STAGES or hi not in STAGES:
+                raise ValueError(f"stages range must look like 'c3-c5', got {stages!r}")
+            stages = STAGES[STAGES.index(lo) : STAGES.index(hi) + 1]
+        else:
+            stages = tuple(s for s in text.split(",") if s)
+    stages = tuple(stages)
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stages {bad}; expected names among {STAGES}")
+    return tuple(s for s in STAGES if s in stages)
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1):
+    return nn.Conv2d(
+        cin, cout, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+    )
+
+
+def _conv1x1(cin: int, cout: int, stride: int = 1):
+    return nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        plugin: PluginSpec | None = None,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        self.conv1 = _conv3x3(inplanes, planes, stride, dilation=dilation)
+        self.bn1 = norm_layer(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes, dilation=dilation)
+        self.bn2 = norm_layer(planes)
+        self.downsample = downsample
+        self.stride = stride
+        self.position = plugin.position if plugin else None
+        if plugin is not None:
+            self.context_block = create_block(plugin.block, planes, **plugin.kwargs)
+        else:
+            self.context_block = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        if self.position == "after_3x3":
+            out = self.context_block(out)
+        out = self.bn2(self.conv2(out))
+        if self.position == "after_1x1":
+            out = self.context_block(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out = out + identity
+        if self.position == "after_add":
+            out = self.context_block(out)
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (ResNet V1.5: stride on the 3x3 conv) with a plug-in."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        plugin: PluginSpec | None = None,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = _conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = _conv3x3(width, width, stride, groups, dilation)
+        self.bn2 = norm_layer(width)
+        self.conv3 = _conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+        self.position = plugin.position if plugin else None
+        if plugin is not None:
+            channels = width if plugin.position == "after_3x3" else planes * self.expansion
+            self.context_block = create_block(plugin.block, channels, **plugin.kwargs)
+        else:
+            self.context_block = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        if self.position == "after_3x3":
+            out = self.context_block(out)
+        out = self.bn3(self.conv3(out))
+        if self.position == "after_1x1":
+            out = self.context_block(out)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out = out + identity
+        if self.position == "after_add":
+            out = self.context_block(out)
+        return self.relu(out)
+
+
+def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
+    if norm == "bn":
+        return nn.BatchNorm2d
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm == "syncbn":
+        return nn.SyncBatchNorm
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+class ResNet(nn.Module):
+    """ResNet / ResNeXt backbone and classifier.
+
+    Args:
+        block, layers: residual block type and blocks per stage (torchvision's).
+        num_classes: classifier outputs; 0 drops ``fc`` (``forward`` returns pooled features).
+        groups, width_per_group: ResNeXt cardinality and width.
+        output_stride: 32 (default), 16 (dilated c5) or 8 (dilated c4 and c5).
+        deep_stem: three 3x3 convs (ResNet-V1c, mmsegmentation's ``stem.*`` keys).
+        plugin: a :class:`PluginSpec` (or ``None`` for the plain network).
+        norm: ``bn``, ``frozen_bn`` or ``syncbn``.
+        frozen_stages: -1 none; 0 the stem; k the stem and c2..c(k+1) (mmdet semantics):
+            no gradients and BatchNorm kept in eval mode.
+        norm_eval: keep every BatchNorm in eval mode while training (detection fine-tuning).
+        out_indices: which of (c2, c3, c4, c5) ``forward_features`` returns.
+        zero_init_residual: zero the last BN of every residual block (torchvision option).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        groups: int = 1,
+        width_per_group: int = 64,
+        output_stride: int = 32,
+        deep_stem: bool = False,
+        stem_width: int = 64,
+        plugin: PluginSpec | None = None,
+        norm: str = "bn",
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        zero_init_residual: bool = False,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in -1..4, got {frozen_stages!r}")
+        if any(i not in (0, 1, 2, 3) for i in out_indices) or not out_indices:
+            raise ValueError(f"out_indices must be a non-empty subset of (0,1,2,3), got {out_indices!r}")
+        norm_layer = _norm_layer(norm)
+        self.norm = norm
+        self.plugin = plugin
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.out_indices = tuple(out_indices)
+        self.output_stride = output_stride
+        self.deep_stem = deep_stem
+        self.inplanes = 64
+        self.dilation = 1
+        self.groups = groups
+        self.base_width = width_per_group
+        self._norm_layer = norm_layer
+        if deep_stem:
+            half = stem_width // 2
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, half, 3, 2, 1, bias=False), norm_layer(half), nn.ReLU(True),
+                nn.Conv2d(half, half, 3, 1, 1, bias=False), norm_layer(half), nn.ReLU(True),
+                nn.Conv2d(half, stem_width, 3, 1, 1, bias=False), norm_layer(stem_width),
+                nn.ReLU(True),
+            )  # fmt: skip
+            self.inplanes = stem_width
+        else:
+            self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
+            self.bn1 = norm_layer(64)
+            self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
+        dil = dilate[output_stride]
+        self.layer1 = self._make_layer(block, 64, layers[0], "c2")
+        self.layer2 = self._make_layer(block, 128, layers[1], "c3", stride=2, dilate=dil[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], "c4", stride=2, dilate=dil[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], "c5", stride=2, dilate=dil[2])
+        self.num_features = 512 * block.expansion
+        self.feature_channels = tuple(c * block.expansion for c in (64, 128, 256, 512))
+        self.feature_strides = (4, 8, min(16, output_stride), output_stride)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else None
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck) and m.bn3.weight is not None:
+                    nn.init.constant_(m.bn3.weight, 0)
+                elif isinstance(m, BasicBlock) and m.bn2.weight is not None:
+                    nn.init.constant_(m.bn2.weight, 0)
+        # the loop above re-initialised the plug-ins' convs: restore their own init
+        for m in self.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)) and m.context_block is not None:
+                m.context_block.reset_parameters()
+        self._freeze_stages()
+
+    def _make_layer(self, block, planes: int, blocks: int, stage: str, stride=1, dilate=False):
+        norm_layer = self._norm_layer
+        downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride),
+                norm_layer(planes * block.expansion),
+            )
+        p = self.plugin
+        layers = []
+        for i in range(blocks):
+            layers.append(
+                block(
+                    self.inplanes,
+                    planes,
+                    stride if i == 0 else 1,
+                    downsample if i == 0 else None,
+                    self.groups,
+                    self.base_width,
+                    previous_dilation if i == 0 else self.dilation,
+                    norm_layer,
+                    plugin=p if p is not None and p.wants(stage, i, blocks) else None,
+                )
+            )
+            self.inplanes = planes * block.expansion
+        return nn.Sequential(*layers)
+
+    # -- freezing ----------------------------------------------------------------------------
+    def _frozen_modules(self) -> list[nn.Module]:
+        mods: list[nn.Module] = []
+        if self.frozen_stages >= 0:
+            mods += [self.stem] if self.deep_stem else [self.conv1, self.bn1]
+        for i in range(1, self.frozen_stages + 1):
+            mods.append(getattr(self, f"layer{i}"))
+        return mods
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ResNet:
+        super().train(mode)
+        if mode:
+            self._freeze_stages()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"ResNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        cin = self.stem[0].in_channels if self.deep_stem else self.conv1.in_channels
+        if x.shape[1] != cin:
+            raise ValueError(f"ResNet expects {cin} input channels, got {x.shape[1]}")
+        if self.deep_stem:
+            x = self.stem(x)
+        else:
+            x = self.relu(self.bn1(self.conv1(x)))
+        return self.maxpool(x)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The multi-scale maps c2..c5 selected by ``out_indices``."""
+        x = self.forward_stem(x)
+        outs = []
+        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            x = layer(x)
+            if i in self.out_indices:
+                outs.append(x)
+            if i >= max(self.out_indices):
+                break
+        return outs
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x) if self.fc is not None else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.forward_head(x)
+
+    def context_blocks(self) -> dict[str, nn.Module]:
+        """Every plugged-in block by its module name (e.g. ``layer3.0.context_block``)."""
+        return {
+            f"{name}.context_block": m.context_block
+            for name, m in self.named_modules()
+            if isinstance(m, (BasicBlock, Bottleneck)) and m.context_block is not None
+        }
