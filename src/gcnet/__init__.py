@@ -10,7 +10,6 @@ from .layers import (
     create_block,
     list_blocks,
 )
-
 from .models import create_model, list_models
 
 __version__ = "0.1.0"

@@ -12,9 +12,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a shape like 8x256x56x56, got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected a shape like 8x256x56x56, got {text!r}") from None
     if any(d < 1 for d in dims) or not 3 <= len(dims) <= 5:
         raise argparse.ArgumentTypeError(f"expected N x C x spatial (3 to 5 dims), got {text!r}")
     return dims
@@ -92,21 +90,31 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     model = _build_model(args).eval()
     x = torch.randn(1, *args.input)
-    plain = _build_model(args, plugin=None).eval() if model.plugin is not None else None
+    plain = None
+    if model.plugin is not None:  # the same network without the plug-ins
+        from gcnet.models import ResNet, model_config
+
+        cfg = model_config(args.model, **_parse_overrides(args.set))
+        cfg.pop("_arch")
+        plain = ResNet(**{**cfg, "plugin": None}).eval()
     params, flops = count_params(model), count_flops(model, x)
     print(f"model: {args.model}   input: 1x{'x'.join(map(str, args.input))}")
     if model.plugin is not None:
         p = model.plugin
-        print(f"plug-in: {p.block} {dict(p.kwargs)} at {p.position}, stages {list(p.stages)}"
-              + (f", indices {dict(p.indices)}" if p.indices else "")
-              + f" ({len(model.context_blocks())} blocks)")
+        print(
+            f"plug-in: {p.block} {dict(p.kwargs)} at {p.position}, stages {list(p.stages)}"
+            + (f", indices {dict(p.indices)}" if p.indices else "")
+            + f" ({len(model.context_blocks())} blocks)"
+        )
     print(f"{'':<12} {'params (M)':>12} {'GFLOPs':>10}")
     print(f"{'model':<12} {params / 1e6:>12.3f} {flops / 1e9:>10.3f}")
     if plain is not None:
         pp, pf = count_params(plain), count_flops(plain, x)
         print(f"{'plain':<12} {pp / 1e6:>12.3f} {pf / 1e9:>10.3f}")
-        print(f"{'overhead':<12} {(params - pp) / 1e6:>+12.3f} {(flops - pf) / 1e9:>+10.4f}"
-              f"   ({100 * (params - pp) / pp:+.2f}% params, {100 * (flops - pf) / pf:+.3f}% FLOPs)")
+        print(
+            f"{'overhead':<12} {(params - pp) / 1e6:>+12.3f} {(flops - pf) / 1e9:>+10.4f}"
+            f"   ({100 * (params - pp) / pp:+.2f}% params, {100 * (flops - pf) / pf:+.3f}% FLOPs)"
+        )
     return 0
 
 
@@ -116,8 +124,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = _build_model(args).eval()
     out = args.output or f"{args.model}.{'onnx' if args.format == 'onnx' else 'pt'}"
     report = export_model(model, out, args.format, input_shape=args.input)
-    print(f"wrote {out} ({args.format}); parity vs eager: max abs diff {report['max_abs_diff']:.2e}"
-          f" (tolerance {report['tolerance']:.0e}) -> {'OK' if report['ok'] else 'FAILED'}")
+    print(
+        f"wrote {out} ({args.format}); parity vs eager: max abs diff {report['max_abs_diff']:.2e}"
+        f" (tolerance {report['tolerance']:.0e}) -> {'OK' if report['ok'] else 'FAILED'}"
+    )
     return 0 if report["ok"] else 1
 
 

@@ -38,9 +38,7 @@ _TIMM_BLOCK = [
 ]
 
 
-def _rename(
-    state_dict: Mapping[str, torch.Tensor], rules: list, source: str
-) -> dict[str, torch.Tensor]:
+def _rename(state_dict: Mapping[str, torch.Tensor], rules: list, source: str) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state_dict.items():

@@ -18,9 +18,7 @@ FUSIONS = [("add",), ("mul",), ("add", "mul")]
 def test_parity_with_mmcv_context_block(pooling, fusion, ratio):
     from mmcv.cnn.bricks import ContextBlock
 
-    mm = ContextBlock(
-        64, ratio, pooling_type=pooling, fusion_types=tuple(f"channel_{f}" for f in fusion)
-    )
+    mm = ContextBlock(64, ratio, pooling_type=pooling, fusion_types=tuple(f"channel_{f}" for f in fusion))
     randomize_(mm).double().eval()
     ours = GlobalContextBlock(64, ratio, pooling=pooling, fusion=fusion).double()
     ours.load_state_dict(context_block_from_mmcv(mm.state_dict()), strict=True)
@@ -33,9 +31,7 @@ def test_parity_with_mmcv_context_block(pooling, fusion, ratio):
 def test_parity_with_timm_global_context(fuse_add, fuse_scale, use_attn):
     from timm.layers import GlobalContext
 
-    tm = GlobalContext(
-        48, use_attn=use_attn, fuse_add=fuse_add, fuse_scale=fuse_scale, rd_ratio=1 / 8
-    )
+    tm = GlobalContext(48, use_attn=use_attn, fuse_add=fuse_add, fuse_scale=fuse_scale, rd_ratio=1 / 8)
     randomize_(tm).double().eval()
     fusion = tuple(f for f, on in (("add", fuse_add), ("mul", fuse_scale)) if on)
     ours = GlobalContextBlock(
@@ -64,9 +60,7 @@ class SeedGlobalContextBlock(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.size()
-        key = self.SoftMax(
-            self.Conv_key(x).view(b, 1, -1).permute(0, 2, 1).view(b, -1, 1).contiguous()
-        )
+        key = self.SoftMax(self.Conv_key(x).view(b, 1, -1).permute(0, 2, 1).view(b, -1, 1).contiguous())
         query = x.view(b, c, h * w)
         concate_QK = torch.matmul(query, key)
         concate_QK = concate_QK.view(b, c, 1, 1).contiguous()
@@ -145,9 +139,7 @@ def test_gradcheck(pooling, fusion):
     params = tuple(blk.parameters())
 
     def f(*ps):
-        return torch.func.functional_call(
-            blk, dict(zip([n for n, _ in blk.named_parameters()], ps)), (x,)
-        )
+        return torch.func.functional_call(blk, dict(zip([n for n, _ in blk.named_parameters()], ps)), (x,))
 
     assert torch.autograd.gradcheck(f, params)
 

@@ -22,9 +22,7 @@ def test_se_parity_with_torchvision():
 
 def test_se_gradcheck():
     se = randomize_(SqueezeExcitation(16, 1 / 4), 0.5).double()
-    assert torch.autograd.gradcheck(
-        se, (torch.randn(2, 16, 3, 3, dtype=torch.float64, requires_grad=True),)
-    )
+    assert torch.autograd.gradcheck(se, (torch.randn(2, 16, 3, 3, dtype=torch.float64, requires_grad=True),))
 
 
 def test_create_block():

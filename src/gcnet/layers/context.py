@@ -128,9 +128,7 @@ class ContextModeling(nn.Module):
         """The attention map alpha, (N, L) over the flattened positions (>= float32)."""
         if self.conv_mask is None:
             raise ValueError("pooling='avg' has no attention map")
-        return _attention_logits(x.flatten(2), self.conv_mask.weight, self.conv_mask.bias).softmax(
-            -1
-        )
+        return _attention_logits(x.flatten(2), self.conv_mask.weight, self.conv_mask.bias).softmax(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_mask is None:
@@ -288,6 +286,4 @@ class SimplifiedNonLocalBlock(GlobalContextBlock):
     """
 
     def __init__(self, channels: int, zero_init_last: bool = True) -> None:
-        super().__init__(
-            channels, ratio=None, pooling="att", fusion="add", zero_init_last=zero_init_last
-        )
+        super().__init__(channels, ratio=None, pooling="att", fusion="add", zero_init_last=zero_init_last)

@@ -14,6 +14,4 @@ class SqueezeExcitation(GlobalContextBlock):
     """
 
     def __init__(self, channels: int, ratio: float = 1.0 / 16) -> None:
-        super().__init__(
-            channels, ratio=ratio, pooling="avg", fusion="mul", norm=False, zero_init_last=False
-        )
+        super().__init__(channels, ratio=ratio, pooling="avg", fusion="mul", norm=False, zero_init_last=False)

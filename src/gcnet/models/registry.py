@@ -39,7 +39,7 @@ _ARCHS: dict[str, dict[str, Any]] = {
 }
 
 # torchvision's name for an arch's ImageNet weights (the plain parts of every variant)
-TORCHVISION_ARCH = {k: k for k in _ARCHS if not k.endswith("_v1c")}
+TORCHVISION_ARCH = {k: k for k in _ARCHS if not k.endswith("_v1c") and k != "resnext101_32x4d"}
 
 _MODELS: dict[str, dict[str, Any]] = {}
 _PLUGIN_KEYS = ("plugin", "stages", "position", "indices")

@@ -95,9 +95,7 @@ def parse_stages(stages: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1):
-    return nn.Conv2d(
-        cin, cout, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation
-    )
+    return nn.Conv2d(cin, cout, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation)
 
 
 def _conv1x1(cin: int, cout: int, stride: int = 1):

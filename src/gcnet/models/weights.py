@@ -69,9 +69,7 @@ def load_state_dict_checked(
             allowed_missing.add(head)
     missing = sorted(k for k in own if k not in sd and k not in allowed_missing)
     # FrozenBatchNorm2d keeps no num_batches_tracked: a BN checkpoint's counters are moot
-    unexpected = sorted(
-        k for k in sd if k not in own and not k.endswith("num_batches_tracked")
-    )
+    unexpected = sorted(k for k in sd if k not in own and not k.endswith("num_batches_tracked"))
     sd = {k: v for k, v in sd.items() if k in own or not k.endswith("num_batches_tracked")}
     shapes = sorted(
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -105,8 +103,7 @@ def _torchvision_state_dict(arch: str, weights: str | None) -> dict[str, torch.T
         w = enum[weights] if weights else enum.DEFAULT
     except KeyError:
         raise ValueError(
-            f"unknown torchvision weights {weights!r} for {arch}; expected one of "
-            f"{[m.name for m in enum]}"
+            f"unknown torchvision weights {weights!r} for {arch}; expected one of {[m.name for m in enum]}"
         ) from None
     return w.get_state_dict(progress=True)
 

@@ -19,9 +19,7 @@ from torch.utils._pytree import tree_flatten
 __all__ = ["MemoryTracker", "median_time", "peak_memory"]
 
 
-def median_time(
-    fn: Callable[[], object], repeats: int = 10, warmup: int = 2, stat: str = "median"
-) -> float:
+def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, stat: str = "median") -> float:
     """Median (or ``stat="min"``) wall time of ``fn()`` in milliseconds."""
     for _ in range(warmup):
         fn()

@@ -1,0 +1,39 @@
+"""The command line: info, export, blocks, and errors without stack traces."""
+
+import pytest
+
+from gcnet.cli import main
+
+
+def test_info_reproduces_paper_numbers(capsys):
+    assert main(["info", "gc_resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "28.079" in out and "25.557" in out and "+2.522" in out
+    assert "13 blocks" in out
+
+
+def test_info_overrides(capsys):
+    assert main(["info", "resnet50", "--set", "plugin=gc", "--set", "ratio=0.25"]) == 0
+    assert "+10.001" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_parity(tmp_path, capsys, fmt):
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", "gc_resnet18", "--format", fmt, "-o", str(out), "--input", "1x3x64x64"]) == 0
+    assert out.exists() and "OK" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+def test_blocks_table(capsys):
+    assert main(["blocks", "--shape", "2x64x8x8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "GC r16 (att, add)" in out and "NL (embedded gaussian)" in out
+
+
+def test_errors_are_one_line(capsys):
+    assert main(["info", "gc_resnet5"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'gc_resnet5'" in err and "Traceback" not in err
+    assert main(["info", "gc_resnet50", "--set", "ratio"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
