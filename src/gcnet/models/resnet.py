@@ -143,7 +143,7 @@ class BasicBlock(nn.Module):
             out = self.context_block(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        out = out + identity
+        out += identity  # in place, as torchvision (out is a fresh temporary)
         if self.position == "after_add":
             out = self.context_block(out)
         return self.relu(out)
@@ -195,7 +195,7 @@ class Bottleneck(nn.Module):
             out = self.context_block(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        out = out + identity
+        out += identity  # in place, as torchvision (out is a fresh temporary)
         if self.position == "after_add":
             out = self.context_block(out)
         return self.relu(out)
