@@ -58,8 +58,10 @@ def main() -> None:
     torch.manual_seed(0)
     models = _models()
     base = "resnet50 (gcnet)"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
-          f"{args.size}x{args.size}, median of {args.repeats}\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
+        f"{args.size}x{args.size}, median of {args.repeats}\n"
+    )
     print("| model | params (M) | setting | ms | vs resnet50 (gcnet) |")
     print("|---|---|---|---|---|")
     for bs in [int(b) for b in args.batches.split(",")]:
@@ -70,11 +72,13 @@ def main() -> None:
             for name, m in models.items():
                 m = m.eval().to(memory_format=fmt)
                 with torch.inference_mode():
-                    times[name] = median_time(lambda m=m: m(x), args.repeats, warmup=1)
+                    times[name] = median_time(lambda m=m, x=x: m(x), args.repeats, warmup=1)
             for name, t in times.items():
                 n = sum(p.numel() for p in models[name].parameters()) / 1e6
-                print(f"| {name} | {n:.2f} | inference b{bs} {layout} | {t:.1f} "
-                      f"| {t / times[base]:.3f} |", flush=True)
+                print(
+                    f"| {name} | {n:.2f} | inference b{bs} {layout} | {t:.1f} | {t / times[base]:.3f} |",
+                    flush=True,
+                )
     x = torch.randn(args.train_batch, 3, args.size, args.size)
     y = torch.randint(0, 1000, (args.train_batch,))
     times = {}
@@ -90,8 +94,10 @@ def main() -> None:
         times[name] = median_time(step, args.repeats, warmup=1)
     for name, t in times.items():
         n = sum(p.numel() for p in models[name].parameters()) / 1e6
-        print(f"| {name} | {n:.2f} | train step b{args.train_batch} | {t:.1f} "
-              f"| {t / times[base]:.3f} |", flush=True)
+        print(
+            f"| {name} | {n:.2f} | train step b{args.train_batch} | {t:.1f} | {t / times[base]:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main"]
@@ -131,6 +132,194 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _train_config(args: argparse.Namespace):
+    from gcnet.config import load_config
+
+    overrides = list(args.set or [])
+    if args.output:
+        overrides.append(f"output.dir={args.output}")
+    if getattr(args, "data", None):
+        overrides += ["data.dataset=imagefolder", f"data.root={args.data}"]
+    if getattr(args, "model", None):
+        overrides.append(f"model.name={args.model}")
+    if getattr(args, "skip_bad_images", False):
+        overrides.append("data.skip_bad_images=true")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gcnet.engine import distributed as du
+    from gcnet.engine import train
+
+    cfg = _train_config(args)
+    try:
+        summary = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+    finally:
+        du.cleanup()
+    if du.rank() == 0:
+        print(
+            f"best val top-1 {summary['best_top1']:.2f}%; checkpoints in {summary['out_dir']} "
+            "(last.pth, best.pth" + (", weights.safetensors" if summary["final_weights"] else "") + ")"
+        )
+        if summary.get("curves"):
+            print(f"curves: {summary['curves']}")
+    return 0
+
+
+def _load_trained(checkpoint: str, use_ema: bool = True):
+    """(model in eval mode, config, class names) from a training checkpoint."""
+    from gcnet.engine.checkpoint import load_checkpoint
+    from gcnet.engine.trainer import build_model_from_config
+
+    ck = load_checkpoint(checkpoint)
+    if "config" not in ck or "model" not in ck:
+        raise ValueError(f"{checkpoint} is not a gcnet training checkpoint (no config/model entries)")
+    cfg, classes = ck["config"], ck["classes"]
+    model = build_model_from_config(cfg, len(classes), pretrained=False)
+    state = ck["model"]
+    if use_ema and ck.get("ema"):
+        state = {k[len("module.") :]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    model.load_state_dict(state)
+    return model.eval(), cfg, classes
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from gcnet.config import merge, parse_override
+    from gcnet.data import build_classification_data, collate_skip_bad
+    from gcnet.engine.trainer import evaluate, resolve_device
+
+    model, cfg, classes = _load_trained(args.checkpoint)
+    for item in args.set or []:
+        cfg = merge(cfg, parse_override(item))
+    if args.data:
+        cfg = merge(cfg, {"data": {"dataset": "imagefolder", "root": args.data}})
+    if args.skip_bad_images:
+        cfg = merge(cfg, {"data": {"skip_bad_images": True}})
+    ds, ds_classes = build_classification_data(cfg, "val")
+    if len(ds_classes) != len(classes):
+        raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
+    device = resolve_device(cfg["train"]["device"])
+    loader = DataLoader(ds, batch_size=cfg["train"]["batch_size"], num_workers=cfg["data"]["num_workers"],
+                        collate_fn=collate_skip_bad)  # fmt: skip
+    res = evaluate(model.to(device), loader, device, len(classes), progress=True)
+    out_dir = args.output or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    k = min(5, len(classes))
+    print(
+        f"{res['num_samples']} images: top-1 {res['top1']:.2f}%  top-{k} {res[f'top{k}']:.2f}%  "
+        f"loss {res['loss']:.4f}"
+    )
+    print("per-class accuracy:")
+    for name, acc in zip(classes, res["per_class"]):
+        print(f"  {name:<28} {acc:6.2f}%")
+    cm = res.pop("confusion_matrix")
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump({**res, "classes": classes, "confusion_matrix": cm.tolist()}, f, indent=2)
+    png = _plot_confusion(cm, classes, os.path.join(out_dir, "confusion_matrix.png"))
+    print(f"wrote {os.path.join(out_dir, 'metrics.json')} and {png}")
+    if res["skipped"]:
+        print(f"skipped {res['skipped']} unreadable image(s)")
+    return 0
+
+
+def _plot_confusion(cm, classes, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 2)))
+    ax.imshow(cm.numpy(), cmap="Blues")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from gcnet.data.datasets import _load_rgb
+    from gcnet.data.transforms import build_transforms
+
+    model, cfg, classes = _load_trained(args.checkpoint)
+    tf = build_transforms(cfg["data"], train=False, tensor_input=False)
+    k = min(args.topk, len(classes))
+    results = []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image not found: {path}")
+        x = tf(_load_rgb(path)).unsqueeze(0)
+        with torch.no_grad():
+            prob = model(x).softmax(-1)[0]
+        p, i = prob.topk(k)
+        results.append({"image": path, "top": [{"class": classes[j], "prob": float(q)}
+                                               for q, j in zip(p, i.tolist())]})  # fmt: skip
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(r["image"])
+            for t in r["top"]:
+                print(f"  {t['prob']:7.2%}  {t['class']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a plain ResNet and a GC-ResNet of the same size on the embedded dataset, compare."""
+    import torch
+
+    from gcnet.config import load_config
+    from gcnet.engine import train
+    from gcnet.engine.logger import plot_curves
+    from gcnet.models import create_model
+    from gcnet.tools.complexity import count_flops, count_params
+
+    recipe = args.config or os.path.join(os.path.dirname(__file__), "recipes", "demo_synthetic.yaml")
+    runs, rows = {}, []
+    for name in ("resnet18", "gc_resnet18"):
+        cfg = load_config(recipe, [*(args.set or []), f"model.name={name}",
+                                   f"output.dir={os.path.join(args.output, name)}"])  # fmt: skip
+        print(f"\n=== {name} ===")
+        s = train(cfg, progress=not args.no_progress)
+        size = cfg["data"]["image_size"]
+        m = create_model(name, num_classes=s["num_classes"], **cfg["model"]["kwargs"]).eval()
+        flops = count_flops(m, torch.randn(1, 3, size, size))
+        last = s["history"][-1]
+        rows.append((name, count_params(m), flops, s["best_top1"], last.get("val_top1", float("nan")),
+                     last["train_loss"], s["train_time_s"], s["out_dir"]))  # fmt: skip
+        runs[name] = s["history"]
+    curves = plot_curves(runs, os.path.join(args.output, "curves.png"))
+    print(
+        "\n| model | params (M) | MFLOPs/img | best val top-1 | final val top-1 | final train loss "
+        "| train time |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, p, f, best, final, loss, t, _ in rows:
+        print(
+            f"| {name} | {p / 1e6:.2f} | {f / 1e6:.1f} | {best:.2f}% | {final:.2f}% | {loss:.4f} | {t:.0f}s |"
+        )
+    print(f"\ncurves: {curves}")
+    for name, *_, out in rows:
+        print(f"checkpoints of {name}: {out}/best.pth, {out}/last.pth, {out}/weights.safetensors")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gcnet", description="Global Context Networks in PyTorch")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -156,10 +345,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="weights (path, or 'torchvision')")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("demo", help="the main demo job")
-    p.add_argument("--shape", type=_parse_shape, default=(8, 256, 28, 28))
-    p.add_argument("--repeats", type=int, default=10)
-    p.set_defaults(fn=cmd_blocks)
+    p = sub.add_parser("train", help="train a classifier (torchrun for DDP)")
+    p.add_argument("--config", "-c", default=None, help="YAML recipe (configs/*.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. optim.lr=0.05")
+    p.add_argument("--model", default=None, help="shortcut for model.name")
+    p.add_argument("--data", default=None, help="ImageFolder root (with train/ and val/)")
+    p.add_argument("--output", "-o", default=None, help="shortcut for output.dir")
+    p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for <output>/last.pth")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs (as if interrupted)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--skip-bad-images", action="store_true", help="drop unreadable images, count them")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained checkpoint: top-1/5, per class, confusion matrix")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default=None, help="ImageFolder root (uses its val split)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--output", "-o", default=None)
+    p.add_argument("--skip-bad-images", action="store_true", help="drop unreadable images, count them")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("demo", help="train ResNet-18 and GC-ResNet-18 on the embedded dataset, compare")
+    p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--output", "-o", default="runs/demo")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_demo)
     return ap
 
 
@@ -167,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gcnet {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        msg = str(e)
+        if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the message only
+            msg = [line for line in msg.splitlines() if line.strip()][-1]
+        print(f"gcnet {args.command}: error: {msg}", file=sys.stderr)
         return 2

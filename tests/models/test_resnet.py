@@ -195,8 +195,16 @@ def test_norm_choices():
 
     m = create_model("gc_resnet18", norm="frozen_bn")
     assert _count(m, FrozenBatchNorm2d) > 0 and _count(m, nn.BatchNorm2d) == 0
+    from gcnet.layers.sync_bn import SyncBatchNorm, convert_sync_batchnorm
+
     m = create_model("resnet18", norm="syncbn")
-    assert _count(m, nn.SyncBatchNorm) == 20
+    assert _count(m, SyncBatchNorm) == 20
+    assert _count(convert_sync_batchnorm(create_model("gc_resnet18")), SyncBatchNorm) == 20
+    x = torch.randn(2, 3, 32, 32)
+    plain = randomize_(create_model("resnet18"), 0.05)
+    synced = convert_sync_batchnorm(create_model("resnet18"))
+    synced.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(synced(x), plain(x))  # no process group: plain BN maths
     conv = nn.SyncBatchNorm.convert_sync_batchnorm(create_model("gc_resnet18"))
     assert _count(conv, nn.SyncBatchNorm) == 20
 

@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from gcnet.layers import create_block
+from gcnet.layers.sync_bn import SyncBatchNorm
 
 __all__ = ["BasicBlock", "Bottleneck", "PluginSpec", "ResNet", "STAGES", "POSITIONS"]
 
@@ -207,7 +208,7 @@ def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
     if norm == "frozen_bn":
         return FrozenBatchNorm2d
     if norm == "syncbn":
-        return nn.SyncBatchNorm
+        return SyncBatchNorm  # torch's, and CPU (gloo) capable
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 

@@ -1,0 +1,212 @@
+"""One config system: nested dicts of defaults, YAML recipes on top, dotted overrides last.
+
+    cfg = load_config("configs/demo_synthetic.yaml", ["optim.lr=0.05", "train.epochs=3"])
+
+Every key of a recipe or override must exist in :data:`DEFAULTS` (except the free-form
+``model.kwargs``); an unknown key is an error that suggests the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "parse_override", "flatten"]
+
+DEFAULTS: dict[str, Any] = {
+    "task": "classification",
+    "model": {
+        "name": "gc_resnet18",
+        "pretrained": False,  # False | "torchvision" | path
+        "kwargs": {},  # free-form overrides for gcnet.create_model
+    },
+    "data": {
+        "dataset": "synthetic",  # synthetic | imagefolder | cifar10 | cifar100
+        "root": None,
+        "train_split": "train",
+        "val_split": "val",
+        "download": False,
+        "image_size": 48,
+        "train_size": 3000,  # synthetic only
+        "val_size": 600,  # synthetic only
+        "seed": 0,  # synthetic only
+        "num_workers": 2,
+        "skip_bad_images": False,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "augment": {
+            "random_resized_crop": False,
+            "scale": [0.08, 1.0],
+            "hflip": True,
+            "randaugment": False,
+            "mixup": 0.0,
+            "cutmix": 0.0,
+            "eval_crop_ratio": 0.875,
+        },
+    },
+    "optim": {
+        "name": "sgd",  # sgd | adamw
+        "lr": 0.1,  # for the reference batch size below (linear scaling rule)
+        "ref_batch_size": 256,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "no_decay_norm_bias": True,
+        "betas": [0.9, 0.999],
+    },
+    "sched": {
+        "name": "cosine",  # cosine | step | constant
+        "warmup_epochs": 0.0,
+        "warmup_factor": 0.1,
+        "milestones": [],  # epochs, for step
+        "gamma": 0.1,
+        "min_lr": 0.0,
+    },
+    "train": {
+        "epochs": 5,
+        "batch_size": 64,  # global batch (split across DDP ranks)
+        "label_smoothing": 0.0,
+        "clip_grad": None,
+        "amp": "none",  # none | bf16 | fp16
+        "channels_last": False,
+        "compile": False,
+        "ema": False,
+        "ema_decay": 0.999,
+        "sync_bn": False,
+        "seed": 0,
+        "device": "auto",  # auto | cpu | cuda
+        "eval_every": 1,
+    },
+    "output": {
+        "dir": "runs/default",
+        "tensorboard": False,
+        "plot": True,
+    },
+}
+
+_FREE_FORM = ("model.kwargs",)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and key not in _FREE_FORM and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _suggest(key: str) -> str:
+    valid = list(flatten(DEFAULTS))
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not near:  # maybe only the last part is misspelt or misplaced
+        leaf = key.rsplit(".", 1)[-1]
+        near = [v for v in valid if v.rsplit(".", 1)[-1] == leaf][:1]
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``; unknown keys raise."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        key = f"{prefix}{k}"
+        if k not in out:
+            full = f"{key}.{next(iter(flatten(v)))}" if isinstance(v, Mapping) and v else key
+            raise ConfigError(f"unknown config key {full!r}{_suggest(full)}")
+        if key in _FREE_FORM:
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{key} must be a mapping, got {v!r}")
+            out[k] = {**out[k], **v}
+        elif isinstance(out[k], dict):
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{key} is a section; got the value {v!r}")
+            out[k] = merge(out[k], v, key + ".")
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"optim.lr=0.05"`` -> ``{"optim": {"lr": 0.05}}`` (the value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override must look like key.path=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse the value of {key!r}: {e}") from None
+    parts = key.split(".")
+    # model.kwargs.ratio=0.25 -> a free-form entry
+    for free in _FREE_FORM:
+        fparts = free.split(".")
+        if parts[: len(fparts)] == fparts and len(parts) > len(fparts):
+            inner: Any = value
+            for p in reversed(parts[len(fparts) :]):
+                inner = {p: inner}
+            value, parts = inner, fparts
+            break
+    out: Any = value
+    for p in reversed(parts):
+        out = {p: out}
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Defaults <- ``base`` <- YAML file at ``path`` <- dotted ``overrides``."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if base:
+        cfg = merge(cfg, base)
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+        data = dict(data)
+        data.pop("_base_", None)
+        cfg = merge(cfg, data)
+    for item in overrides:
+        cfg = merge(cfg, parse_override(item))
+    _validate(cfg)
+    return cfg
+
+
+def _choice(cfg: Mapping[str, Any], key: str, choices: tuple) -> None:
+    value = flatten(cfg).get(key)
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
+
+
+def _validate(cfg: Mapping[str, Any]) -> None:
+    _choice(cfg, "data.dataset", ("synthetic", "imagefolder", "cifar10", "cifar100"))
+    _choice(cfg, "optim.name", ("sgd", "adamw"))
+    _choice(cfg, "sched.name", ("cosine", "step", "constant"))
+    _choice(cfg, "train.amp", ("none", "bf16", "fp16"))
+    _choice(cfg, "train.device", ("auto", "cpu", "cuda"))
+    for key in ("train.epochs", "train.batch_size"):
+        v = flatten(cfg)[key]
+        if not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {v!r}")
+    if cfg["data"]["dataset"] == "imagefolder" and not cfg["data"]["root"]:
+        raise ConfigError("data.root is required for data.dataset=imagefolder")

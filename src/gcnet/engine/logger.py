@@ -1,0 +1,79 @@
+"""Metrics per epoch to JSONL and CSV (rank 0), optional TensorBoard, training curves PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+__all__ = ["MetricsLogger", "plot_curves"]
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: str, tensorboard: bool = False, resume: bool = False) -> None:
+        self.out_dir = out_dir
+        os.makedirs(out_dir, exist_ok=True)
+        self.jsonl = os.path.join(out_dir, "metrics.jsonl")
+        self.csv = os.path.join(out_dir, "metrics.csv")
+        if not resume:
+            for f in (self.jsonl, self.csv):
+                if os.path.exists(f):
+                    os.remove(f)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("output.tensorboard=true needs: pip install tensorboard") from None
+            self.tb = SummaryWriter(os.path.join(out_dir, "tb"))
+
+    def log(self, row: dict[str, Any]) -> None:
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        rows = self.read()
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        with open(self.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, row.get("epoch", 0))
+
+    def read(self) -> list[dict[str, Any]]:
+        if not os.path.exists(self.jsonl):
+            return []
+        with open(self.jsonl) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str) -> str:
+    """Loss, validation top-1 and lr per epoch for one or more runs, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, rows in runs.items():
+        ep = [r["epoch"] for r in rows]
+        axes[0].plot(ep, [r.get("train_loss") for r in rows], marker="o", label=f"{name} train")
+        if any("val_loss" in r for r in rows):
+            axes[0].plot(ep, [r.get("val_loss") for r in rows], ls="--", marker="x", label=f"{name} val")
+        axes[1].plot(ep, [r.get("val_top1") for r in rows], marker="o", label=name)
+        axes[2].plot(ep, [r.get("lr") for r in rows], label=name)
+    for ax, title in zip(axes, ("loss", "val top-1 (%)", "learning rate")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
