@@ -4,7 +4,9 @@ gcresnet50t, float32 CPU, ratios measured side by side in one run.
     python benchmarks/bench_backbones.py [--repeats 5] [--batches 1,32] [--train-batch 16]
 
 Inference latency (batch 1 and 32, 224x224, contiguous and channels_last) and one training
-step (forward, backward, SGD step; batch 16). Ratios are against our plain resnet50.
+step (forward, backward, SGD step; batch 16). Ratios are against our plain resnet50. The
+candidates are timed round-robin (one call of each per round; the median per candidate),
+so drifts of the machine fall on all of them alike.
 The goal (the paper's promise that GC is nearly free): gc_resnet50 within 3% of resnet50
 in inference and 8% in training; our resnet50 no slower than torchvision's.
 """
@@ -19,7 +21,7 @@ import torch
 import torchvision
 
 from gcnet import create_model
-from gcnet.tools.profiling import median_time
+from gcnet.tools.profiling import compare_times
 
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
@@ -68,11 +70,12 @@ def main() -> None:
         for layout in ("contiguous", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             x = torch.randn(bs, 3, args.size, args.size).to(memory_format=fmt)
-            times = {}
-            for name, m in models.items():
-                m = m.eval().to(memory_format=fmt)
-                with torch.inference_mode():
-                    times[name] = median_time(lambda m=m, x=x: m(x), args.repeats, warmup=1)
+            for m in models.values():
+                m.eval().to(memory_format=fmt)
+            with torch.inference_mode():
+                times = compare_times(
+                    {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, args.repeats, 2
+                )
             for name, t in times.items():
                 n = sum(p.numel() for p in models[name].parameters()) / 1e6
                 print(
@@ -81,7 +84,7 @@ def main() -> None:
                 )
     x = torch.randn(args.train_batch, 3, args.size, args.size)
     y = torch.randint(0, 1000, (args.train_batch,))
-    times = {}
+    steps = {}
     for name, m in models.items():
         m = m.train().to(memory_format=torch.contiguous_format)
         opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
@@ -91,7 +94,8 @@ def main() -> None:
             torch.nn.functional.cross_entropy(m(x), y).backward()
             opt.step()
 
-        times[name] = median_time(step, args.repeats, warmup=1)
+        steps[name] = step
+    times = compare_times(steps, args.repeats, warmup=1)
     for name, t in times.items():
         n = sum(p.numel() for p in models[name].parameters()) / 1e6
         print(

@@ -320,6 +320,135 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analysis_model(args: argparse.Namespace):
+    """A model for the analysis commands: a gcnet training checkpoint (its config builds the
+    model), or ``--model NAME`` with optional weights (``--checkpoint`` path/'torchvision')."""
+    from gcnet.models import create_model, load_checkpoint_file
+
+    ckpt = getattr(args, "checkpoint", None)
+    if ckpt and ckpt.endswith((".pth", ".pt")):
+        from gcnet.engine.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(ckpt)
+        if isinstance(ck, dict) and "config" in ck and "classes" in ck:
+            model, cfg, _ = _load_trained(ckpt)
+            return model, cfg["data"]
+    if not args.model:
+        raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
+    kw = _parse_overrides(getattr(args, "set", None))
+    if ckpt and ckpt != "torchvision" and "num_classes" not in kw:
+        sd = load_checkpoint_file(ckpt)
+        if "fc.weight" in sd:
+            kw["num_classes"] = sd["fc.weight"].shape[0]
+    model = create_model(args.model, pretrained=ckpt or False, **kw).eval()
+    return model, None
+
+
+def _image_batch(paths: list[str], size: int, data_cfg=None):
+    """(normalised batch, list of uint8 HxWx3 arrays as shown) for image files."""
+    import numpy as np
+    import torch
+    from torchvision.transforms import v2
+
+    from gcnet.data.datasets import _load_rgb
+
+    mean = data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]
+    std = data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]
+    if data_cfg:
+        size = data_cfg["image_size"]
+    shown_tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    xs, shown = [], []
+    for p in paths:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"image not found: {p}")
+        img = shown_tf(_load_rgb(p))
+        shown.append(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
+        xs.append(norm(img))
+    return torch.stack(xs), shown
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from gcnet.tools.attention import AttentionRecorder, query_independence
+    from gcnet.tools.visualize import plot_attention, plot_cosine, plot_query_maps, stage_of
+
+    out_dir = args.output
+    os.makedirs(out_dir, exist_ok=True)
+    if args.what == "complexity":
+        from gcnet.tools.ablation import complexity_table, write_table
+
+        rows = complexity_table(args.size, 0 if args.no_latency else args.repeats)
+        md, csv_path = write_table(rows, out_dir)
+        print(open(md).read())
+        print(f"wrote {md} and {csv_path}")
+        return 0
+    model, data_cfg = _analysis_model(args)
+    if args.what == "attention":
+        if not args.images:
+            raise ValueError("analyze attention needs at least one IMAGE")
+        x, shown = _image_batch(args.images, args.size, data_cfg)
+        with AttentionRecorder(model) as rec, torch.no_grad():
+            model(x)
+        records = list(rec.records.values())
+        for i, path in enumerate(args.images):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            f = plot_attention(shown[i], records, i, os.path.join(out_dir, f"{stem}_attention.png"))
+            print(f"wrote {f}")
+            for r in records:
+                if r.kind == "nl":
+                    q = os.path.join(out_dir, f"{stem}_{r.name.replace('.', '_')}_queries.png")
+                    print(f"wrote {plot_query_maps(shown[i], r, i, q, args.queries)}")
+        return 0
+    # cosine: the paper's query-independence study
+    import csv
+
+    from gcnet.data.datasets import IMG_EXTENSIONS
+
+    if args.data:
+        files = sorted(
+            os.path.join(d, f)
+            for d, _, fs in os.walk(args.data)
+            for f in fs
+            if f.lower().endswith(IMG_EXTENSIONS)
+        )[: args.num_images]
+        if not files:
+            raise FileNotFoundError(f"no images under {args.data}")
+        x, _ = _image_batch(files, args.size, data_cfg)
+    else:
+        from gcnet.data import SyntheticContext
+
+        size = data_cfg["image_size"] if data_cfg else args.size
+        ds = SyntheticContext(args.num_images, size, split="val")
+        mean = torch.tensor(data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]).view(3, 1, 1)
+        std = torch.tensor(data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]).view(3, 1, 1)
+        x = torch.stack([(ds[i][0].float() / 255 - mean) / std for i in range(len(ds))])
+    with AttentionRecorder(model, keep_features=True) as rec, torch.no_grad():
+        for chunk in x.split(args.batch_size):
+            model(chunk)
+    per_block = {n: query_independence(r) for n, r in rec.records.items()}
+    stages: dict[str, list[dict]] = {}
+    for n, v in per_block.items():
+        stages.setdefault(stage_of(n), []).append(v)
+    rows = [{"stage": st, "blocks": len(vs), **{k: sum(v[k] for v in vs) / len(vs) for k in vs[0]}}
+            for st, vs in stages.items()]  # fmt: skip
+    print(f"mean pairwise cosine distance (1 - cos) / 2 over query positions, {x.shape[0]} images\n")
+    print("| stage | blocks | input | output | attention | attention JS div |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['blocks']} | {r['input']:.4f} | {r['output']:.4f} | "
+              f"{r['attention']:.6f} | {r['attention_js']:.6f} |")  # fmt: skip
+    csv_path = os.path.join(out_dir, "cosine.csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    png = plot_cosine(rows, os.path.join(out_dir, "cosine.png"))
+    print(f"\nwrote {csv_path} and {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gcnet", description="Global Context Networks in PyTorch")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -371,6 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("analyze", help="attention maps, the cosine-distance study, complexity tables")
+    p.add_argument("what", choices=("attention", "cosine", "complexity"))
+    p.add_argument("images", nargs="*", help="images (attention)")
+    p.add_argument("--model", default=None, help="registered model name")
+    p.add_argument("--checkpoint", default=None, help="training checkpoint, weights file or 'torchvision'")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model override")
+    p.add_argument("--data", default=None, help="folder of images (cosine; default: the synthetic set)")
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--size", type=int, default=224, help="input size (a training checkpoint's own wins)")
+    p.add_argument("--queries", type=int, default=4, help="NL query points to show")
+    p.add_argument("--repeats", type=int, default=3, help="latency repeats (complexity)")
+    p.add_argument("--no-latency", action="store_true")
+    p.add_argument("--output", "-o", default="runs/analyze")
+    p.set_defaults(fn=cmd_analyze)
 
     p = sub.add_parser("demo", help="train ResNet-18 and GC-ResNet-18 on the embedded dataset, compare")
     p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")

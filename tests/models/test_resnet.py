@@ -230,3 +230,28 @@ def test_channels_last_and_backward():
     y.sum().backward()
     assert m.layer3[0].context_block.pool.conv_mask.weight.grad is not None
     torch.testing.assert_close(y, m(x), rtol=1e-4, atol=1e-4)
+
+
+def test_inplace_fusion_in_inference_is_exact():
+    """Backbones let their blocks fuse in place without grad; same numbers as out of place."""
+    m = randomize_(create_model("gc_resnet18", fusion=("add", "mul")), 0.05).eval()
+    assert m.layer3[0].context_block.inplace
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fast = m(x)
+        for b in m.context_blocks().values():
+            b.inplace = False
+        slow = m(x)
+    torch.testing.assert_close(fast, slow)
+    assert torch.equal(m(x), slow.detach()) or torch.allclose(m(x), slow)  # grad mode: out of place
+
+
+def test_standalone_block_never_modifies_its_input():
+    from gcnet import GlobalContextBlock
+
+    blk = randomize_(GlobalContextBlock(16, 1 / 4), 0.1)
+    x = torch.randn(1, 16, 4, 4)
+    x0 = x.clone()
+    with torch.no_grad():
+        blk(x)
+    assert torch.equal(x, x0)

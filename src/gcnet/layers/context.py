@@ -35,12 +35,16 @@ POOLING_TYPES = ("att", "avg")
 FUSION_TYPES = ("add", "mul")
 
 
-def _attention_logits(xf: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """W_k x + b for flattened x (N, C, L) -> (N, L) logits in at least float32."""
+def _attention_logits(xf: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """W_k x for flattened x (N, C, L) -> (N, L) logits in x's dtype.
+
+    The bias of W_k is left out: it shifts every position's logit by the same amount, and
+    the softmax over positions is invariant to that, so alpha is exactly the same (the bias
+    is kept as a parameter for checkpoint compatibility; its gradient is exactly zero).
+    """
     n, c = xf.shape[0], xf.shape[1]
     w = weight.reshape(1, 1, c).to(xf.dtype).expand(n, 1, c)
-    acc = _softmax_dtype(xf.dtype)
-    return torch.matmul(w, xf).squeeze(1).to(acc) + bias.to(acc)
+    return torch.matmul(w, xf).squeeze(1)
 
 
 def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -48,12 +52,10 @@ def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _attention_pool(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _attention_pool(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention pooling: (context (N, C) in x's dtype, alpha (N, L) in >= float32)."""
     xf = x.flatten(2)  # (N, C, L): a view, for contiguous and channels_last inputs
-    attn = _attention_logits(xf, weight, bias).softmax(-1)
+    attn = torch.softmax(_attention_logits(xf, weight), dim=-1, dtype=_softmax_dtype(xf.dtype))
     # (N, 1, L) @ (N, L, C): streams x once as a GEMV; (N, C, L) @ (N, L, 1) is ~4x slower
     context = torch.bmm(attn.to(xf.dtype).unsqueeze(1), xf.transpose(1, 2)).squeeze(1)
     return context, attn
@@ -70,7 +72,7 @@ class _AttentionPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        context, attn = _attention_pool(x, weight, bias)
+        context, attn = _attention_pool(x, weight)
         ctx.save_for_backward(x, weight, attn)
         return context
 
@@ -96,8 +98,8 @@ class _AttentionPool(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gw = torch.bmm(dlogits.to(dt).unsqueeze(1), xf.transpose(1, 2)).sum(0)
             grad_w = gw.reshape(weight.shape).to(weight.dtype)
-        if ctx.needs_input_grad[2]:
-            grad_b = dlogits.sum().reshape(1).to(weight.dtype)
+        if ctx.needs_input_grad[2]:  # the softmax is shift-invariant: exactly zero
+            grad_b = torch.zeros(1, dtype=weight.dtype, device=weight.device)
         return grad_x, grad_w, grad_b
 
 
@@ -128,7 +130,9 @@ class ContextModeling(nn.Module):
         """The attention map alpha, (N, L) over the flattened positions (>= float32)."""
         if self.conv_mask is None:
             raise ValueError("pooling='avg' has no attention map")
-        return _attention_logits(x.flatten(2), self.conv_mask.weight, self.conv_mask.bias).softmax(-1)
+        xf = x.flatten(2)
+        logits = _attention_logits(xf, self.conv_mask.weight)
+        return torch.softmax(logits, dim=-1, dtype=_softmax_dtype(xf.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_mask is None:
@@ -136,7 +140,7 @@ class ContextModeling(nn.Module):
         w, b = self.conv_mask.weight, self.conv_mask.bias
         if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
             return _AttentionPool.apply(x, w, b)
-        return _attention_pool(x, w, b)[0]
+        return _attention_pool(x, w)[0]
 
     def extra_repr(self) -> str:
         return f"{self.channels}, pooling={self.pooling!r}"
@@ -248,6 +252,9 @@ class GlobalContextBlock(nn.Module):
         make = lambda: ContextTransform(channels, hidden, norm, ln_eps, zero_init_last)  # noqa: E731
         self.transform_mul = make() if "mul" in self.fusion else None
         self.transform_add = make() if "add" in self.fusion else None
+        # Fuse into x in place when no gradient is recorded. Only for callers that own x
+        # (the backbones set it: their block inputs are temporaries); off by default.
+        self.inplace = False
 
     @property
     def pooling(self) -> str:
@@ -267,11 +274,13 @@ class GlobalContextBlock(nn.Module):
         check_input(type(self).__name__, x, self.channels)
         context = self.pool(x)  # (N, C)
         bshape = (x.shape[0], self.channels) + (1,) * (x.dim() - 2)
+        inplace = self.inplace and not torch.is_grad_enabled()
         if self.transform_mul is None:
-            return x + self.transform_add(context).reshape(bshape)
+            shift = self.transform_add(context).reshape(bshape)
+            return x.add_(shift) if inplace else x + shift
         scale = torch.sigmoid(self.transform_mul(context)).reshape(bshape)
         if self.transform_add is None:
-            return x * scale
+            return x.mul_(scale) if inplace else x * scale
         # mul first, then add, in one pass over x: x * scale + shift
         return torch.addcmul(self.transform_add(context).reshape(bshape), x, scale)
 

@@ -130,7 +130,7 @@ class BasicBlock(nn.Module):
         self.stride = stride
         self.position = plugin.position if plugin else None
         if plugin is not None:
-            self.context_block = create_block(plugin.block, planes, **plugin.kwargs)
+            self.context_block = _make_plugin(plugin, planes)
         else:
             self.context_block = None
 
@@ -181,7 +181,7 @@ class Bottleneck(nn.Module):
         self.position = plugin.position if plugin else None
         if plugin is not None:
             channels = width if plugin.position == "after_3x3" else planes * self.expansion
-            self.context_block = create_block(plugin.block, channels, **plugin.kwargs)
+            self.context_block = _make_plugin(plugin, channels)
         else:
             self.context_block = None
 
@@ -200,6 +200,13 @@ class Bottleneck(nn.Module):
         if self.position == "after_add":
             out = self.context_block(out)
         return self.relu(out)
+
+
+def _make_plugin(plugin: PluginSpec, channels: int) -> nn.Module:
+    block = create_block(plugin.block, channels, **plugin.kwargs)
+    if hasattr(block, "inplace"):  # its input is a temporary of the residual block
+        block.inplace = True
+    return block
 
 
 def _norm_layer(norm: str) -> Callable[[int], nn.Module]:

@@ -16,7 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["MemoryTracker", "median_time", "peak_memory"]
+__all__ = ["MemoryTracker", "compare_times", "median_time", "peak_memory"]
 
 
 def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, stat: str = "median") -> float:
@@ -30,6 +30,23 @@ def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, st
         times.append(time.perf_counter() - t0)
     times.sort()
     return (times[0] if stat == "min" else times[len(times) // 2]) * 1e3
+
+
+def compare_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
+) -> dict[str, float]:
+    """Median ms of each callable, timed round-robin (one call of each per round), so slow
+    drifts of the machine (clock, cache, allocator state) fall on every candidate alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
 
 
 class MemoryTracker(TorchDispatchMode):
