@@ -103,7 +103,30 @@ def _conv1x1(cin: int, cout: int, stride: int = 1):
     return nn.Conv2d(cin, cout, 1, stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class _PluggableBlock(nn.Module):
+    """What BasicBlock and Bottleneck share: the plug-in and the residual tail."""
+
+    context_block: nn.Module | None
+    position: str | None
+    downsample: nn.Module | None
+    relu: nn.Module
+
+    def _init_plugin(self, plugin: PluginSpec | None, mid: int, out: int) -> None:
+        self.position = plugin.position if plugin else None
+        channels = mid if self.position == "after_3x3" else out
+        self.context_block = _make_plugin(plugin, channels) if plugin is not None else None
+
+    def _plug(self, where: str, out: torch.Tensor) -> torch.Tensor:
+        return self.context_block(out) if self.position == where else out
+
+    def _residual(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        out = self._plug("after_1x1", out)
+        identity = self.downsample(x) if self.downsample is not None else x
+        out += identity  # in place, as torchvision (out is a fresh temporary)
+        return self.relu(self._plug("after_add", out))
+
+
+class BasicBlock(_PluggableBlock):
     expansion = 1
 
     def __init__(
@@ -128,29 +151,14 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
         self.stride = stride
-        self.position = plugin.position if plugin else None
-        if plugin is not None:
-            self.context_block = _make_plugin(plugin, planes)
-        else:
-            self.context_block = None
+        self._init_plugin(plugin, planes, planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        if self.position == "after_3x3":
-            out = self.context_block(out)
-        out = self.bn2(self.conv2(out))
-        if self.position == "after_1x1":
-            out = self.context_block(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity  # in place, as torchvision (out is a fresh temporary)
-        if self.position == "after_add":
-            out = self.context_block(out)
-        return self.relu(out)
+        out = self._plug("after_3x3", self.relu(self.bn1(self.conv1(x))))
+        return self._residual(x, self.bn2(self.conv2(out)))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_PluggableBlock):
     """torchvision's Bottleneck (ResNet V1.5: stride on the 3x3 conv) with a plug-in."""
 
     expansion = 4
@@ -178,28 +186,12 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
-        self.position = plugin.position if plugin else None
-        if plugin is not None:
-            channels = width if plugin.position == "after_3x3" else planes * self.expansion
-            self.context_block = _make_plugin(plugin, channels)
-        else:
-            self.context_block = None
+        self._init_plugin(plugin, width, planes * self.expansion)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        if self.position == "after_3x3":
-            out = self.context_block(out)
-        out = self.bn3(self.conv3(out))
-        if self.position == "after_1x1":
-            out = self.context_block(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity  # in place, as torchvision (out is a fresh temporary)
-        if self.position == "after_add":
-            out = self.context_block(out)
-        return self.relu(out)
+        out = self._plug("after_3x3", self.relu(self.bn2(self.conv2(out))))
+        return self._residual(x, self.bn3(self.conv3(out)))
 
 
 def _make_plugin(plugin: PluginSpec, channels: int) -> nn.Module:
@@ -316,7 +308,7 @@ class ResNet(nn.Module):
                     nn.init.constant_(m.bn2.weight, 0)
         # the loop above re-initialised the plug-ins' convs: restore their own init
         for m in self.modules():
-            if isinstance(m, (BasicBlock, Bottleneck)) and m.context_block is not None:
+            if isinstance(m, _PluggableBlock) and m.context_block is not None:
                 m.context_block.reset_parameters()
         self._freeze_stages()
 
