@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/python -m pip
 # The install stamp changes when the dependency set or the checkout location changes.
 STAMP := $(VENV)/.gcnet-installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo demo-seg lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/gcnet demo
+
+demo-seg: $(STAMP)
+	$(VENV)/bin/gcnet demo --task segmentation
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -92,7 +92,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = _build_model(args).eval()
     x = torch.randn(1, *args.input)
     plain = None
-    if model.plugin is not None:  # the same network without the plug-ins
+    seg_plain = None
+    if not hasattr(model, "plugin"):  # a segmentor: compare with the FCN head on the same backbone
+        from gcnet.models.segmentation import SEGMENTORS
+
+        for prefix in ("gcnet_", "nonlocal_"):
+            if args.model.startswith(prefix) and "fcn_" + args.model[len(prefix) :] in SEGMENTORS:
+                seg_plain = "fcn_" + args.model[len(prefix) :]
+        if seg_plain is not None:
+            plain = _build_model(argparse.Namespace(**{**vars(args), "model": seg_plain})).eval()
+    elif model.plugin is not None:  # the same network without the plug-ins
         from gcnet.models import ResNet, model_config
 
         cfg = model_config(args.model, **_parse_overrides(args.set))
@@ -100,7 +109,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         plain = ResNet(**{**cfg, "plugin": None}).eval()
     params, flops = count_params(model), count_flops(model, x)
     print(f"model: {args.model}   input: 1x{'x'.join(map(str, args.input))}")
-    if model.plugin is not None:
+    if seg_plain is not None:
+        print(f"context blocks: {sorted(model.context_blocks())}; 'plain' = {seg_plain}")
+    if getattr(model, "plugin", None) is not None:
         p = model.plugin
         print(
             f"plug-in: {p.block} {dict(p.kwargs)} at {p.position}, stages {list(p.stages)}"
@@ -138,12 +149,14 @@ def _train_config(args: argparse.Namespace):
     overrides = list(args.set or [])
     if args.output:
         overrides.append(f"output.dir={args.output}")
-    if getattr(args, "data", None):
-        overrides += ["data.dataset=imagefolder", f"data.root={args.data}"]
     if getattr(args, "model", None):
         overrides.append(f"model.name={args.model}")
     if getattr(args, "skip_bad_images", False):
         overrides.append("data.skip_bad_images=true")
+    if getattr(args, "data", None):
+        # a folder: an ImageFolder tree for classification, the dataset root for segmentation
+        seg = load_config(args.config, overrides)["task"] == "segmentation"
+        overrides += ([] if seg else ["data.dataset=imagefolder"]) + [f"data.root={args.data}"]
     return load_config(args.config, overrides)
 
 
@@ -158,7 +171,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         du.cleanup()
     if du.rank() == 0:
         print(
-            f"best val top-1 {summary['best_top1']:.2f}%; checkpoints in {summary['out_dir']} "
+            f"best val {'top-1' if summary['metric'] == 'top1' else summary['metric']} "
+            f"{summary['best']:.2f}%; "
+            f"checkpoints in {summary['out_dir']} "
             "(last.pth, best.pth" + (", weights.safetensors" if summary["final_weights"] else "") + ")"
         )
         if summary.get("curves"):
@@ -195,6 +210,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, cfg, classes = _load_trained(args.checkpoint)
     for item in args.set or []:
         cfg = merge(cfg, parse_override(item))
+    if cfg.get("task") == "segmentation":
+        return _eval_segmentation(args, model, cfg, classes)
     if args.data:
         cfg = merge(cfg, {"data": {"dataset": "imagefolder", "root": args.data}})
     if args.skip_bad_images:
@@ -223,6 +240,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"wrote {os.path.join(out_dir, 'metrics.json')} and {png}")
     if res["skipped"]:
         print(f"skipped {res['skipped']} unreadable image(s)")
+    return 0
+
+
+def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from gcnet.config import merge
+    from gcnet.data import collate_skip_bad
+    from gcnet.engine import distributed as du
+    from gcnet.engine.seg_eval import evaluate_segmentation
+    from gcnet.engine.trainer import ShardSampler, build_data, resolve_device
+
+    if args.data:
+        cfg = merge(cfg, {"data": {"root": args.data}})
+    if args.skip_bad_images:
+        raise ValueError("--skip-bad-images applies to classification data only")
+    device = resolve_device(cfg["train"]["device"])
+    du.init_distributed(device)
+    try:
+        ds, ds_classes = build_data(cfg, "val")
+        if len(ds_classes) != len(classes):
+            raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
+        loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), collate_fn=collate_skip_bad,
+                            num_workers=cfg["data"]["num_workers"],
+                            sampler=ShardSampler(len(ds), du.world_size(), du.rank()))  # fmt: skip
+        res = evaluate_segmentation(model.to(device), loader, device, len(classes), cfg["eval"],
+                                    progress=du.rank() == 0)  # fmt: skip
+    finally:
+        du.cleanup()
+    if du.rank() != 0:
+        return 0
+    e = cfg["eval"]
+    how = e["mode"] + (f", scales {e['scales']}" if list(e["scales"]) != [1.0] else "") + (
+        ", flip" if e["flip"] else "")  # fmt: skip
+    print(
+        f"{len(ds)} images ({how}): mIoU {res['mIoU']:.2f}%  mAcc {res['mAcc']:.2f}%  aAcc {res['aAcc']:.2f}%"
+    )
+    print(f"  {'class':<24} {'IoU':>7} {'Acc':>7}")
+    for name, iou, acc in zip(classes, res["per_class_iou"], res["per_class_acc"]):
+        print(f"  {name:<24} {iou:7.2f} {acc:7.2f}")
+    out_dir = args.output or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    cm = res.pop("confusion_matrix")
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump({**res, "classes": classes, "eval": dict(e), "confusion_matrix": cm.tolist()}, f, indent=2)
+    print(f"wrote {os.path.join(out_dir, 'metrics.json')}")
     return 0
 
 
@@ -258,6 +323,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from gcnet.data.transforms import build_transforms
 
     model, cfg, classes = _load_trained(args.checkpoint)
+    if cfg.get("task") == "segmentation":
+        return _predict_segmentation(args, model, cfg, classes)
     tf = build_transforms(cfg["data"], train=False, tensor_input=False)
     k = min(args.topk, len(classes))
     results = []
@@ -280,8 +347,69 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
+    """Colour-coded masks and overlays as PNG, plus per-image class pixel shares."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from gcnet.config import merge, parse_override
+    from gcnet.data.datasets import _load_rgb
+    from gcnet.data.segmentation import SyntheticSegmentation, build_seg_transform, color_palette, colorize
+    from gcnet.engine.seg_eval import predict_probs
+
+    for item in args.set or []:
+        cfg = merge(cfg, parse_override(item))
+    tf = build_seg_transform(cfg["data"], train=False)
+    palette = SyntheticSegmentation.palette if cfg["data"]["dataset"] == "synthetic" else None
+    if palette is None:
+        from gcnet.data import segmentation as segdata
+
+        palette = {"cityscapes": segdata.CITYSCAPES_PALETTE}.get(
+            cfg["data"]["dataset"], color_palette(len(classes))
+        )
+    out_dir = args.output or "predictions"
+    os.makedirs(out_dir, exist_ok=True)
+    e = cfg["eval"]
+    results = []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image not found: {path}")
+        rgb = np.asarray(_load_rgb(path))
+        img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+        x, _ = tf(img, torch.zeros(img.shape[-2:], dtype=torch.uint8))
+        with torch.no_grad():
+            probs = predict_probs(model, x[None], len(classes), out_size=rgb.shape[:2], mode=e["mode"],
+                                  crop_size=e["crop_size"], stride=e["stride"], scales=e["scales"],
+                                  flip=e["flip"])[0]  # fmt: skip
+        pred = probs.argmax(0).numpy().astype(np.uint8)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        color = colorize(pred, palette)
+        mask_png = os.path.join(out_dir, f"{stem}_mask.png")
+        overlay_png = os.path.join(out_dir, f"{stem}_overlay.png")
+        label_png = os.path.join(out_dir, f"{stem}_labels.png")
+        Image.fromarray(color).save(mask_png)
+        Image.fromarray((0.5 * rgb + 0.5 * color).astype(np.uint8)).save(overlay_png)
+        Image.fromarray(pred, mode="L").save(label_png)
+        ids, counts = np.unique(pred, return_counts=True)
+        shares = {classes[i]: float(c) / pred.size for i, c in zip(ids.tolist(), counts.tolist())}
+        results.append({"image": path, "mask": mask_png, "overlay": overlay_png, "labels": label_png,
+                        "class_share": dict(sorted(shares.items(), key=lambda kv: -kv[1]))})  # fmt: skip
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            top = ", ".join(f"{k} {v:.1%}" for k, v in list(r["class_share"].items())[:5])
+            print(f"{r['image']}: {top}\n  wrote {r['mask']}, {r['overlay']}, {r['labels']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train a plain ResNet and a GC-ResNet of the same size on the embedded dataset, compare."""
+    """Train a plain model and its GC counterpart of the same size on the embedded dataset,
+    compare: ResNet-18 vs GC-ResNet-18 (classification), or the FCN head vs the GCNet head on
+    a dilated ResNet-18 (``--task segmentation``)."""
     import torch
 
     from gcnet.config import load_config
@@ -290,23 +418,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gcnet.models import create_model
     from gcnet.tools.complexity import count_flops, count_params
 
-    recipe = args.config or os.path.join(os.path.dirname(__file__), "recipes", "demo_synthetic.yaml")
+    seg = args.task == "segmentation"
+    default = "demo_segmentation.yaml" if seg else "demo_synthetic.yaml"
+    recipe = args.config or os.path.join(os.path.dirname(__file__), "recipes", default)
+    names = ("fcn_r18_d8", "gcnet_r18_d8") if seg else ("resnet18", "gc_resnet18")
+    metric, label = ("mIoU", "mIoU") if seg else ("top1", "top-1")
+    output = args.output or ("runs/demo_seg" if seg else "runs/demo")
     runs, rows = {}, []
-    for name in ("resnet18", "gc_resnet18"):
+    for name in names:
         cfg = load_config(recipe, [*(args.set or []), f"model.name={name}",
-                                   f"output.dir={os.path.join(args.output, name)}"])  # fmt: skip
+                                   f"output.dir={os.path.join(output, name)}"])  # fmt: skip
         print(f"\n=== {name} ===")
         s = train(cfg, progress=not args.no_progress)
         size = cfg["data"]["image_size"]
         m = create_model(name, num_classes=s["num_classes"], **cfg["model"]["kwargs"]).eval()
         flops = count_flops(m, torch.randn(1, 3, size, size))
         last = s["history"][-1]
-        rows.append((name, count_params(m), flops, s["best_top1"], last.get("val_top1", float("nan")),
+        rows.append((name, count_params(m), flops, s["best"], last.get(f"val_{metric}", float("nan")),
                      last["train_loss"], s["train_time_s"], s["out_dir"]))  # fmt: skip
         runs[name] = s["history"]
-    curves = plot_curves(runs, os.path.join(args.output, "curves.png"))
+    curves = plot_curves(runs, os.path.join(output, "curves.png"), metric=f"val_{metric}")
     print(
-        "\n| model | params (M) | MFLOPs/img | best val top-1 | final val top-1 | final train loss "
+        f"\n| model | params (M) | MFLOPs/img | best val {label} | final val {label} | final train loss "
         "| train time |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -332,7 +465,10 @@ def _analysis_model(args: argparse.Namespace):
         ck = load_checkpoint(ckpt)
         if isinstance(ck, dict) and "config" in ck and "classes" in ck:
             model, cfg, _ = _load_trained(ckpt)
-            return model, cfg["data"]
+            data = dict(cfg["data"])
+            if cfg.get("task") == "segmentation" and data["dataset"] != "synthetic":
+                data["image_size"] = args.size  # real scenes: not the synthetic training size
+            return model, data
     if not args.model:
         raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
     kw = _parse_overrides(getattr(args, "set", None))
@@ -474,11 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="weights (path, or 'torchvision')")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("train", help="train a classifier (torchrun for DDP)")
+    p = sub.add_parser("train", help="train a classifier or a segmentation model (torchrun for DDP)")
     p.add_argument("--config", "-c", default=None, help="YAML recipe (configs/*.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. optim.lr=0.05")
     p.add_argument("--model", default=None, help="shortcut for model.name")
-    p.add_argument("--data", default=None, help="ImageFolder root (with train/ and val/)")
+    p.add_argument(
+        "--data", default=None, help="ImageFolder root (train/, val/) or segmentation dataset root"
+    )
     p.add_argument("--output", "-o", default=None, help="shortcut for output.dir")
     p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for <output>/last.pth")
     p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs (as if interrupted)")
@@ -486,19 +624,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-images", action="store_true", help="drop unreadable images, count them")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained checkpoint: top-1/5, per class, confusion matrix")
+    p = sub.add_parser(
+        "eval", help="evaluate a trained checkpoint: top-1/5 and confusion matrix, or mIoU per class"
+    )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", default=None, help="ImageFolder root (uses its val split)")
+    p.add_argument("--data", default=None,
+                   help="ImageFolder root (classification) or dataset root (segmentation); "
+                        "its val split")  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--output", "-o", default=None)
     p.add_argument("--skip-bad-images", action="store_true", help="drop unreadable images, count them")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes of images")
+    p = sub.add_parser("predict", help="top-k classes of images, or segmentation masks as PNG")
     p.add_argument("images", nargs="+")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.mode=slide (segmentation)")
+    p.add_argument("--output", "-o", default=None, help="folder for mask PNGs (default: predictions)")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("analyze", help="attention maps, the cosine-distance study, complexity tables")
@@ -517,10 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="runs/analyze")
     p.set_defaults(fn=cmd_analyze)
 
-    p = sub.add_parser("demo", help="train ResNet-18 and GC-ResNet-18 on the embedded dataset, compare")
+    p = sub.add_parser("demo", help="train a plain and a GC model on the embedded data, compare")
+    p.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                   help="ResNet-18 vs GC-ResNet-18, or FCN vs GCNet head on ResNet-18-D8")  # fmt: skip
     p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--output", "-o", default="runs/demo")
+    p.add_argument("--output", "-o", default=None, help="default runs/demo or runs/demo_seg")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_demo)
     return ap

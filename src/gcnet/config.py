@@ -19,14 +19,16 @@ import yaml
 __all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "parse_override", "flatten"]
 
 DEFAULTS: dict[str, Any] = {
-    "task": "classification",
+    "task": "classification",  # classification | segmentation
     "model": {
         "name": "gc_resnet18",
         "pretrained": False,  # False | "torchvision" | path
         "kwargs": {},  # free-form overrides for gcnet.create_model
     },
     "data": {
-        "dataset": "synthetic",  # synthetic | imagefolder | cifar10 | cifar100
+        # classification: synthetic | imagefolder | cifar10 | cifar100
+        # segmentation: synthetic | cityscapes | voc | ade20k
+        "dataset": "synthetic",
         "root": None,
         "train_split": "train",
         "val_split": "val",
@@ -48,6 +50,22 @@ DEFAULTS: dict[str, Any] = {
             "cutmix": 0.0,
             "eval_crop_ratio": 0.875,
         },
+        "seg": {  # segmentation: mmseg's joint pipeline
+            "scale": None,  # [long, short] edges of the random rescale's base; None = as loaded
+            "ratio_range": [0.5, 2.0],  # null: no random rescale
+            "crop_size": None,  # [h, w] random crop (padded with ignore); None = whole image
+            "cat_max_ratio": 0.75,
+            "photometric": True,
+            "test_scale": None,  # [long, short] keep-ratio resize of eval images; None = as is
+        },
+    },
+    "eval": {  # segmentation inference
+        "mode": "whole",  # whole | slide
+        "crop_size": None,  # [h, w] windows for slide
+        "stride": None,  # [h, w]
+        "scales": [1.0],  # multi-scale: e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+        "flip": False,
+        "batch_size": 1,
     },
     "optim": {
         "name": "sgd",  # sgd | adamw
@@ -60,17 +78,20 @@ DEFAULTS: dict[str, Any] = {
         "betas": [0.9, 0.999],
     },
     "sched": {
-        "name": "cosine",  # cosine | step | constant
+        "name": "cosine",  # cosine | step | poly | constant
         "warmup_epochs": 0.0,
         "warmup_factor": 0.1,
         "milestones": [],  # epochs, for step
         "gamma": 0.1,
         "min_lr": 0.0,
+        "power": 0.9,  # poly
     },
     "train": {
         "epochs": 5,
+        "max_iters": None,  # iteration budget (segmentation recipes); overrides epochs
         "batch_size": 64,  # global batch (split across DDP ranks)
         "label_smoothing": 0.0,
+        "aux_loss_weight": 0.4,  # segmentation auxiliary head
         "clip_grad": None,
         "amp": "none",  # none | bf16 | fp16
         "channels_last": False,
@@ -199,14 +220,24 @@ def _choice(cfg: Mapping[str, Any], key: str, choices: tuple) -> None:
 
 
 def _validate(cfg: Mapping[str, Any]) -> None:
-    _choice(cfg, "data.dataset", ("synthetic", "imagefolder", "cifar10", "cifar100"))
+    _choice(cfg, "task", ("classification", "segmentation"))
+    if cfg["task"] == "segmentation":
+        _choice(cfg, "data.dataset", ("synthetic", "cityscapes", "voc", "ade20k"))
+        _choice(cfg, "eval.mode", ("whole", "slide"))
+        if cfg["eval"]["mode"] == "slide" and not (cfg["eval"]["crop_size"] and cfg["eval"]["stride"]):
+            raise ConfigError("eval.mode=slide needs eval.crop_size and eval.stride")
+    else:
+        _choice(cfg, "data.dataset", ("synthetic", "imagefolder", "cifar10", "cifar100"))
     _choice(cfg, "optim.name", ("sgd", "adamw"))
-    _choice(cfg, "sched.name", ("cosine", "step", "constant"))
+    _choice(cfg, "sched.name", ("cosine", "step", "poly", "constant"))
+    mi = cfg["train"]["max_iters"]
+    if mi is not None and (not isinstance(mi, int) or mi < 1):
+        raise ConfigError(f"train.max_iters must be a positive integer or null, got {mi!r}")
     _choice(cfg, "train.amp", ("none", "bf16", "fp16"))
     _choice(cfg, "train.device", ("auto", "cpu", "cuda"))
     for key in ("train.epochs", "train.batch_size"):
         v = flatten(cfg)[key]
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"{key} must be a positive integer, got {v!r}")
-    if cfg["data"]["dataset"] == "imagefolder" and not cfg["data"]["root"]:
-        raise ConfigError("data.root is required for data.dataset=imagefolder")
+    if cfg["data"]["dataset"] not in ("synthetic", "cifar10", "cifar100") and not cfg["data"]["root"]:
+        raise ConfigError(f"data.root is required for data.dataset={cfg['data']['dataset']}")

@@ -15,7 +15,9 @@ __all__ = [
     "context_block_from_mmcv",
     "global_context_from_timm",
     "is_mmdet_checkpoint",
+    "nonlocal_from_mmcv",
     "resnet_from_mmdet",
+    "segmentor_from_mmseg",
 ]
 
 # mmcv ContextBlock: conv_mask, channel_{add,mul}_conv = Sequential(conv, LayerNorm, ReLU, conv)
@@ -24,6 +26,13 @@ _MMCV_BLOCK = [
     (re.compile(r"^channel_(add|mul)_conv\.0\.(weight|bias)$"), r"transform_\1.conv_in.\2"),
     (re.compile(r"^channel_(add|mul)_conv\.1\.(weight|bias)$"), r"transform_\1.norm.\2"),
     (re.compile(r"^channel_(add|mul)_conv\.3\.(weight|bias)$"), r"transform_\1.conv_out.\2"),
+]
+
+# mmcv NonLocal2d (norm_cfg given): {g,theta,phi}.conv, conv_out.conv, conv_out.bn
+_MMCV_NL = [
+    (re.compile(r"^(g|theta|phi)\.conv\.(weight|bias)$"), r"\1.\2"),
+    (re.compile(r"^conv_out\.conv\.(weight|bias)$"), r"conv_out.\1"),
+    (re.compile(r"^conv_out\.(?:bn|norm)\.(.+)$"), r"norm.\1"),
 ]
 
 # timm GlobalContext: conv_attn, mlp_{add,scale} = ConvMlp(fc1, norm (LayerNorm2d), act, fc2)
@@ -64,6 +73,12 @@ def context_block_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     Build the target block with the same ratio, pooling and fusion types.
     """
     return _rename(state_dict, _MMCV_BLOCK, "mmcv ContextBlock")
+
+
+def nonlocal_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the weights of one mmcv ``NonLocal2d`` (with a norm after W_z) onto
+    :class:`gcnet.NonLocalBlock` (build it with the same mode and reduction)."""
+    return _rename(state_dict, _MMCV_NL, "mmcv NonLocal2d")
 
 
 def global_context_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,3 +134,32 @@ _MMCV_KEY = re.compile(r"context_block\d*\.(conv_mask|channel_(add|mul)_conv)\."
 def is_mmdet_checkpoint(state_dict: Mapping[str, object]) -> bool:
     """True for mmdetection-style checkpoints (``backbone.*`` keys, mmcv ContextBlock keys)."""
     return any(k.startswith("backbone.") or _MMCV_KEY.search(k) for k in state_dict)
+
+
+def segmentor_from_mmseg(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An mmsegmentation ``EncoderDecoder`` checkpoint (FCN / GCNet / NonLocal heads on a
+    ResNet-V1c) -> :class:`gcnet.models.segmentation.EncoderDecoder` keys.
+
+    ``backbone.*`` go through :func:`resnet_from_mmdet`; ``decode_head.gc_block.*`` through
+    :func:`context_block_from_mmcv` and ``decode_head.nl_block.*`` through
+    :func:`nonlocal_from_mmcv` (both to ``decode_head.context_block.*``); the heads' other
+    keys (``convs.i.conv``/``bn``, ``conv_cat``, ``conv_seg``) are the same in both layouts.
+    """
+    sd = dict(state_dict)
+    for wrapper in ("state_dict", "model"):
+        if wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = dict(sd[wrapper])
+    if not any(k.startswith("decode_head.") for k in sd):
+        raise ValueError("not an mmsegmentation segmentor state dict: no decode_head.* keys")
+    out = {f"backbone.{k}": v for k, v in resnet_from_mmdet(sd).items()}
+    for block, convert in (("gc_block", context_block_from_mmcv), ("nl_block", nonlocal_from_mmcv)):
+        prefix = f"decode_head.{block}."
+        part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+        if part:
+            out.update({f"decode_head.context_block.{k}": v for k, v in convert(part).items()})
+    for key, value in sd.items():
+        if key.startswith(("decode_head.", "auxiliary_head.")) and not key.startswith(
+            ("decode_head.gc_block.", "decode_head.nl_block.")
+        ):
+            out[key] = value
+    return out

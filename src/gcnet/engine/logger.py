@@ -53,8 +53,9 @@ class MetricsLogger:
             self.tb.close()
 
 
-def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str) -> str:
-    """Loss, validation top-1 and lr per epoch for one or more runs, as a PNG."""
+def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str, metric: str = "val_top1") -> str:
+    """Loss, the validation metric (``val_top1`` / ``val_mIoU``) and lr per epoch for one or
+    more runs, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,9 +67,11 @@ def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str) -> str:
         axes[0].plot(ep, [r.get("train_loss") for r in rows], marker="o", label=f"{name} train")
         if any("val_loss" in r for r in rows):
             axes[0].plot(ep, [r.get("val_loss") for r in rows], ls="--", marker="x", label=f"{name} val")
-        axes[1].plot(ep, [r.get("val_top1") for r in rows], marker="o", label=name)
+        axes[1].plot(ep, [r.get(metric) for r in rows], marker="o", label=name)
         axes[2].plot(ep, [r.get("lr") for r in rows], label=name)
-    for ax, title in zip(axes, ("loss", "val top-1 (%)", "learning rate")):
+    for ax, title in zip(
+        axes, ("loss", {"val_top1": "val top-1 (%)"}.get(metric, f"{metric} (%)"), "learning rate")
+    ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

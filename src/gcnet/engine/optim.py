@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "lr_at", "base_lr"]
+__all__ = ["build_optimizer", "lr_at", "base_lr", "total_steps"]
 
 
 def base_lr(cfg: Mapping[str, Any]) -> float:
@@ -41,10 +41,16 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(o["betas"]))
 
 
+def total_steps(steps_per_epoch: int, cfg: Mapping[str, Any]) -> int:
+    """The run's length in optimizer steps: ``train.max_iters`` or epochs x steps."""
+    mi = cfg["train"].get("max_iters")
+    return int(mi) if mi else cfg["train"]["epochs"] * steps_per_epoch
+
+
 def lr_at(step: int, steps_per_epoch: int, cfg: Mapping[str, Any]) -> float:
     s = cfg["sched"]
     lr0 = base_lr(cfg)
-    total = cfg["train"]["epochs"] * steps_per_epoch
+    total = total_steps(steps_per_epoch, cfg)
     warm = int(round(float(s["warmup_epochs"]) * steps_per_epoch))
     if step < warm:
         f = float(s["warmup_factor"])
@@ -56,4 +62,6 @@ def lr_at(step: int, steps_per_epoch: int, cfg: Mapping[str, Any]) -> float:
         return lr0 * float(s["gamma"]) ** sum(epoch >= m for m in s["milestones"])
     progress = (step - warm) / max(1, total - warm)
     min_lr = float(s["min_lr"])
+    if s["name"] == "poly":
+        return min_lr + (lr0 - min_lr) * (1 - min(1.0, progress)) ** float(s["power"])
     return min_lr + (lr0 - min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

@@ -1,4 +1,8 @@
-"""Classification training and evaluation, single process or DDP under torchrun.
+"""Training and evaluation for classification and semantic segmentation (``cfg["task"]``),
+single process or DDP under torchrun. The two tasks share the loop, schedules, checkpoints,
+AMP, EMA and DDP; they differ in data, loss (segmentation: cross-entropy with ignore index
+255 on the main logits + ``train.aux_loss_weight`` x the auxiliary head's) and evaluation
+(top-1 vs mIoU, see :mod:`gcnet.engine.seg_eval`).
 
 Resume is exact: every epoch re-seeds the RNGs from (seed, epoch, rank) and the sampler
 from (seed, epoch), and the learning rate is a function of the step, so a run interrupted
@@ -31,9 +35,20 @@ from gcnet.models import create_model
 from . import distributed as du
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights
 from .logger import MetricsLogger, plot_curves
-from .optim import build_optimizer, lr_at
+from .optim import build_optimizer, lr_at, total_steps
 
-__all__ = ["train", "evaluate", "build_model_from_config", "resolve_device", "autocast_ctx"]
+__all__ = [
+    "train",
+    "evaluate",
+    "build_data",
+    "build_model_from_config",
+    "resolve_device",
+    "autocast_ctx",
+    "task_loss",
+    "primary_metric",
+]
+
+IGNORE_INDEX = 255
 
 
 class ShardSampler(Sampler[int]):
@@ -71,6 +86,44 @@ def build_model_from_config(cfg: Mapping[str, Any], num_classes: int, pretrained
     m = cfg["model"]
     pre = m["pretrained"] if pretrained is None else pretrained
     return create_model(m["name"], pretrained=pre or False, num_classes=num_classes, **m["kwargs"])
+
+
+def build_data(cfg: Mapping[str, Any], split: str):
+    """(dataset, class names) for the config's task and ``split`` ("train" / "val")."""
+    if cfg.get("task", "classification") == "segmentation":
+        from gcnet.data.segmentation import build_segmentation_data
+
+        return build_segmentation_data(cfg, split)
+    return build_classification_data(cfg, split)
+
+
+def primary_metric(cfg: Mapping[str, Any]) -> str:
+    """The validation metric that picks the best checkpoint: ``top1`` or ``mIoU``."""
+    return "mIoU" if cfg.get("task", "classification") == "segmentation" else "top1"
+
+
+def task_loss(cfg: Mapping[str, Any], output, targets: torch.Tensor) -> torch.Tensor:
+    t_cfg = cfg["train"]
+    if cfg.get("task", "classification") == "segmentation":
+        targets = targets.long()
+        if isinstance(output, Mapping):
+            loss = F.cross_entropy(output["out"].float(), targets, ignore_index=IGNORE_INDEX)
+            if "aux" in output:
+                aux = F.cross_entropy(output["aux"].float(), targets, ignore_index=IGNORE_INDEX)
+                loss = loss + float(t_cfg["aux_loss_weight"]) * aux
+            return loss
+        return F.cross_entropy(output.float(), targets, ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(output.float(), targets, label_smoothing=float(t_cfg["label_smoothing"]))
+
+
+def _evaluate_task(cfg, model, loader, device, num_classes, progress=False) -> dict[str, Any]:
+    t_cfg = cfg["train"]
+    if cfg.get("task", "classification") == "segmentation":
+        from .seg_eval import evaluate_segmentation
+
+        return evaluate_segmentation(model, loader, device, num_classes, cfg["eval"], t_cfg["amp"],
+                                     t_cfg["channels_last"], IGNORE_INDEX, progress)  # fmt: skip
+    return evaluate(model, loader, device, num_classes, t_cfg["amp"], t_cfg["channels_last"], progress)
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -158,8 +211,10 @@ def train(
     seed = int(t_cfg["seed"])
     _seed_epoch(seed, -1, 0)  # identical model init on every rank
 
-    train_ds, classes = build_classification_data(cfg, "train")
-    val_ds, _ = build_classification_data(cfg, "val")
+    seg = cfg.get("task", "classification") == "segmentation"
+    metric = primary_metric(cfg)
+    train_ds, classes = build_data(cfg, "train")
+    val_ds, _ = build_data(cfg, "val")
     num_classes = len(classes)
     model = build_model_from_config(cfg, num_classes)
     if t_cfg["sync_bn"] and distributed:
@@ -191,15 +246,18 @@ def train(
     workers = int(cfg["data"]["num_workers"])
     loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", collate_fn=collate_skip_bad)
     train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, drop_last=True, **loader_kw)
+    val_bs = int(cfg["eval"]["batch_size"]) if seg else per_rank
     val_loader = DataLoader(
-        val_ds, batch_size=per_rank, sampler=ShardSampler(len(val_ds), world, rank), **loader_kw
+        val_ds, batch_size=val_bs, sampler=ShardSampler(len(val_ds), world, rank), **loader_kw
     )
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(
             f"the training set ({len(train_ds)} images) is smaller than one batch ({t_cfg['batch_size']})"
         )
-    mix = build_batch_mix(cfg["data"], num_classes)
+    mix = None if seg else build_batch_mix(cfg["data"], num_classes)
+    max_steps = total_steps(steps_per_epoch, cfg)
+    epochs = math.ceil(max_steps / steps_per_epoch)
 
     start_epoch, step, best = 0, 0, -math.inf
     if resume:
@@ -210,33 +268,35 @@ def train(
         scaler.load_state_dict(ck["scaler"])
         if ema is not None and ck.get("ema") is not None:
             ema.load_state_dict(ck["ema"])
-        start_epoch, step, best = ck["epoch"] + 1, ck["step"], ck["best_top1"]
+        start_epoch, step, best = ck["epoch"] + 1, ck["step"], ck.get("best_metric", ck.get("best_top1"))
         if main:
             print(f"resumed from {path} at epoch {start_epoch}")
     logger = MetricsLogger(out_dir, cfg["output"]["tensorboard"], resume=bool(resume)) if main else None
     if main:
         print(
             f"training {cfg['model']['name']} on {cfg['data']['dataset']} ({len(train_ds)} train / "
-            f"{len(val_ds)} val images, {num_classes} classes) for {t_cfg['epochs']} epochs, "
+            f"{len(val_ds)} val images, {num_classes} classes) for {epochs} epochs ({max_steps} steps), "
             f"batch {t_cfg['batch_size']} on {world} x {device.type}"
         )
     skipped_total = 0
     last_eval: dict[str, Any] = {}
     t_start = time.perf_counter()
     epoch = start_epoch - 1
-    for epoch in range(start_epoch, t_cfg["epochs"]):
+    for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         _seed_epoch(seed, epoch, rank)
         train_model.train()
         loss_acc = torch.zeros(2, dtype=torch.float64, device=device)
         t0, seen = time.perf_counter(), 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{t_cfg['epochs']}", disable=not (main and progress),
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not (main and progress),
                    leave=False, dynamic_ncols=True)  # fmt: skip
         lr = lr_at(step, steps_per_epoch, cfg)
         for images, targets, n_bad in bar:
             skipped_total += n_bad
             if images is None:
                 continue
+            if step >= max_steps:
+                break
             lr = lr_at(step, steps_per_epoch, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -247,8 +307,8 @@ def train(
             if t_cfg["channels_last"]:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_ctx(device, t_cfg["amp"]):
-                logits = train_model(images)
-            loss = F.cross_entropy(logits.float(), targets, label_smoothing=float(t_cfg["label_smoothing"]))
+                output = train_model(images)
+            loss = task_loss(cfg, output, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -278,22 +338,27 @@ def train(
             "images_per_s": float(loss_acc[1]) / epoch_time,
             "epoch_time_s": epoch_time,
         }
-        final = epoch + 1 == t_cfg["epochs"]
+        final = epoch + 1 == epochs
         if final or (epoch + 1) % int(t_cfg["eval_every"]) == 0:
             eval_model = ema.module if ema is not None else model
-            last_eval = evaluate(
-                eval_model, val_loader, device, num_classes, t_cfg["amp"], t_cfg["channels_last"]
-            )
-            row.update(val_loss=last_eval["loss"], val_top1=last_eval["top1"])
-            row[f"val_top{min(5, num_classes)}"] = last_eval[f"top{min(5, num_classes)}"]
-        is_best = row.get("val_top1", -math.inf) > best
+            last_eval = _evaluate_task(cfg, eval_model, val_loader, device, num_classes)
+            row.update(val_loss=last_eval["loss"])
+            if seg:
+                row.update(val_mIoU=last_eval["mIoU"], val_aAcc=last_eval["aAcc"], val_mAcc=last_eval["mAcc"])
+            else:
+                row["val_top1"] = last_eval["top1"]
+                row[f"val_top{min(5, num_classes)}"] = last_eval[f"top{min(5, num_classes)}"]
+        is_best = row.get(f"val_{metric}", -math.inf) > best
         if is_best:
-            best = row["val_top1"]
+            best = row[f"val_{metric}"]
         if main:
             logger.log(row)
             msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}"
             if "val_top1" in row:
                 msg += f", val loss {row['val_loss']:.4f}, val top-1 {row['val_top1']:.2f}%"
+            if "val_mIoU" in row:
+                msg += (f", val loss {row['val_loss']:.4f}, val mIoU {row['val_mIoU']:.2f}%, "
+                        f"aAcc {row['val_aAcc']:.2f}%")  # fmt: skip
             print(msg + f" ({epoch_time:.1f}s, {row['images_per_s']:.0f} img/s)", flush=True)
             state = {
                 "model": model.state_dict(),
@@ -303,7 +368,8 @@ def train(
                 "rng": rng_state(),
                 "epoch": epoch,
                 "step": step,
-                "best_top1": best,
+                "best_metric": best,
+                "metric": metric,
                 "config": dict(cfg),
                 "classes": classes,
             }
@@ -315,7 +381,9 @@ def train(
             break
     summary: dict[str, Any] = {
         "out_dir": out_dir,
-        "best_top1": best,
+        "metric": metric,
+        "best": best,
+        f"best_{metric}": best,
         "epochs_run": epoch + 1 - start_epoch,
         "train_time_s": time.perf_counter() - t_start,
         "num_classes": num_classes,
@@ -325,15 +393,18 @@ def train(
         "final_weights": None,
     }
     if main:
-        if epoch + 1 == t_cfg["epochs"]:
+        if epoch + 1 == epochs:
             weights = os.path.join(out_dir, "weights.safetensors")
             final_model = ema.module if ema is not None else model
             save_weights(final_model.state_dict(), weights, {"model": cfg["model"]["name"],
                                                              "classes": ",".join(classes)})  # fmt: skip
             summary["final_weights"] = weights
         if cfg["output"]["plot"] and logger.read():
-            summary["curves"] = plot_curves({cfg["model"]["name"]: logger.read()},
-                                            os.path.join(out_dir, "curves.png"))  # fmt: skip
+            summary["curves"] = plot_curves(
+                {cfg["model"]["name"]: logger.read()},
+                os.path.join(out_dir, "curves.png"),
+                metric=f"val_{metric}",
+            )
         logger.close()
         if skipped_total:
             print(f"skipped {skipped_total} unreadable image(s) (data.skip_bad_images=true)")

@@ -69,7 +69,9 @@ register_model("gc_resnet50_c4", "resnet50", "gc", stages=("c4",), ratio=1 / 16)
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    from .segmentation import SEGMENTORS
+
+    return sorted(n for n in (*_MODELS, *SEGMENTORS) if fnmatch.fnmatch(n, pattern))
 
 
 def _block_params(block: str) -> set[str]:
@@ -85,7 +87,7 @@ def _block_params(block: str) -> set[str]:
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The resolved ResNet kwargs (with a :class:`PluginSpec`) for ``name`` + overrides."""
     if name not in _MODELS:
-        near = difflib.get_close_matches(name, _MODELS, n=3)
+        near = difflib.get_close_matches(name, list_models(), n=3)
         hint = f"; did you mean {near}?" if near else ""
         raise ValueError(f"unknown model {name!r}{hint} (see gcnet.list_models())")
     spec = dict(_MODELS[name])
@@ -131,6 +133,10 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
             ours or an official GCNet / mmdetection one.
         **overrides: see the module docstring.
     """
+    from .segmentation import SEGMENTORS, create_segmentor
+
+    if name in SEGMENTORS:
+        return create_segmentor(name, pretrained=pretrained, **overrides)
     cfg = model_config(name, **overrides)
     arch = cfg.pop("_arch")
     model = ResNet(**cfg)

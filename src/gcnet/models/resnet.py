@@ -219,6 +219,9 @@ class ResNet(nn.Module):
         num_classes: classifier outputs; 0 drops ``fc`` (``forward`` returns pooled features).
         groups, width_per_group: ResNeXt cardinality and width.
         output_stride: 32 (default), 16 (dilated c5) or 8 (dilated c4 and c5).
+        contract_dilation: the first residual block of a dilated stage uses the previous
+            stage's dilation (torchvision's ``replace_stride_with_dilation``, default); False
+            dilates every block of the stage alike (mmsegmentation's ResNetV1c D8/D16).
         deep_stem: three 3x3 convs (ResNet-V1c, mmsegmentation's ``stem.*`` keys).
         plugin: a :class:`PluginSpec` (or ``None`` for the plain network).
         norm: ``bn``, ``frozen_bn`` or ``syncbn``.
@@ -237,6 +240,7 @@ class ResNet(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         output_stride: int = 32,
+        contract_dilation: bool = True,
         deep_stem: bool = False,
         stem_width: int = 64,
         plugin: PluginSpec | None = None,
@@ -261,6 +265,7 @@ class ResNet(nn.Module):
         self.norm_eval = norm_eval
         self.out_indices = tuple(out_indices)
         self.output_stride = output_stride
+        self.contract_dilation = contract_dilation
         self.deep_stem = deep_stem
         self.inplanes = 64
         self.dilation = 1
@@ -335,7 +340,7 @@ class ResNet(nn.Module):
                     downsample if i == 0 else None,
                     self.groups,
                     self.base_width,
-                    previous_dilation if i == 0 else self.dilation,
+                    previous_dilation if i == 0 and self.contract_dilation else self.dilation,
                     norm_layer,
                     plugin=p if p is not None and p.wants(stage, i, blocks) else None,
                 )

@@ -1,0 +1,324 @@
+"""Semantic segmentation: dilated ResNet backbones with FCN / GCNet / Non-local decode heads
+(mmsegmentation's layout), and the seed document's GCNet segmentation network.
+
+- :class:`FCNHead`: ``num_convs`` 3x3 conv+BN+ReLU, optionally concatenated with the head
+  input and fused by one more 3x3 conv, dropout, 1x1 classifier. With ``context`` set it
+  is mmsegmentation's ``GCHead`` (a GC block, ratio 1/4, att, add) or ``NLHead`` (an
+  embedded-Gaussian Non-local block) between its first and second conv.
+- :class:`EncoderDecoder`: backbone -> decode head (on c5) [+ auxiliary FCN head on c4]; the
+  logits are resized to the input with bilinear interpolation (align_corners=False). In
+  training mode with an auxiliary head ``forward`` returns ``{"out": ..., "aux": ...}``;
+  otherwise the main logits tensor.
+- :class:`SeedGCNet`: dilated ResNet-50 (output stride 8) -> GC(2048, r16) on c5 ->
+  3x3 conv 2048->512 + BN + ReLU -> bilinear upsampling (align_corners=True) -> 3x3
+  classifier. The seed upsamples by x8; we upsample to the input size, which is the same
+  for sizes that are multiples of 8 and right for the others.
+
+Key names follow mmsegmentation (``decode_head.convs.0.conv.weight``, ``conv_seg``,
+``auxiliary_head``) except that the head's block lives at ``decode_head.context_block``
+(mmseg: ``gc_block`` / ``nl_block``; :func:`gcnet.convert.segmentor_from_mmseg` maps them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gcnet.layers import GlobalContextBlock, NonLocalBlock
+
+from .resnet import ResNet
+
+__all__ = ["ConvNormAct", "FCNHead", "EncoderDecoder", "SeedGCNet", "HEAD_CONTEXTS"]
+
+HEAD_CONTEXTS = ("none", "gc", "nl")
+
+
+class ConvNormAct(nn.Module):
+    """conv (no bias) + norm + ReLU; mmcv ``ConvModule`` keys ``conv`` / ``bn``."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int = 3,
+        dilation: int = 1,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2 * dilation
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=pad, dilation=dilation, bias=False)
+        self.bn = norm_layer(cout)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class FCNHead(nn.Module):
+    """FCN decode head, and with ``context`` the GCNet (``gc``) or Non-local (``nl``) head.
+
+    Args:
+        in_channels: channels of the feature map the head reads.
+        channels: the head's width (512 for the decode head, 256 for the auxiliary one).
+        num_classes: classifier outputs.
+        num_convs: 3x3 convs before the optional concatenation (the context block sits after
+            the first one, so a context head needs ``num_convs >= 2``).
+        concat_input: concatenate the head input with the convs' output, fuse by a 3x3 conv.
+        dropout: Dropout2d before the classifier.
+        context: ``none``, ``gc`` (GC block with ``ratio``, ``pooling``, ``fusion``) or ``nl``
+            (embedded Gaussian, reduction 2, scaled).
+        in_index: which backbone output (``forward_features`` list index) the head reads.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_classes: int,
+        num_convs: int = 2,
+        kernel_size: int = 3,
+        concat_input: bool = True,
+        dropout: float = 0.1,
+        context: str = "none",
+        ratio: float = 1 / 4,
+        pooling: str = "att",
+        fusion: str | Sequence[str] = "add",
+        in_index: int = -1,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        if context not in HEAD_CONTEXTS:
+            raise ValueError(f"context must be one of {HEAD_CONTEXTS}, got {context!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
+        if num_convs < 1 or (context != "none" and num_convs < 2):
+            raise ValueError(f"num_convs must be >= 1 (>= 2 with a context block), got {num_convs}")
+        self.in_channels, self.channels, self.num_classes = in_channels, channels, num_classes
+        self.in_index, self.concat_input, self.context = in_index, concat_input, context
+        self.convs = nn.Sequential(
+            *[ConvNormAct(in_channels if i == 0 else channels, channels, kernel_size, norm_layer=norm_layer)
+              for i in range(num_convs)]
+        )  # fmt: skip
+        if context == "gc":
+            self.context_block: nn.Module | None = GlobalContextBlock(
+                channels, ratio=ratio, pooling=pooling, fusion=fusion
+            )
+        elif context == "nl":
+            self.context_block = NonLocalBlock(
+                channels, mode="embedded_gaussian", reduction=2, use_scale=True
+            )
+        else:
+            self.context_block = None
+        self.conv_cat = (
+            ConvNormAct(in_channels + channels, channels, kernel_size, norm_layer=norm_layer)
+            if concat_input
+            else None
+        )
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(self.conv_seg.weight, 0, 0.01)  # mmseg's classifier init
+        nn.init.zeros_(self.conv_seg.bias)
+
+    def forward(self, feats: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        x = feats if isinstance(feats, torch.Tensor) else feats[self.in_index]
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"head expects {self.in_channels} input channels, got {x.shape[1]}")
+        out = self.convs[0](x)
+        if self.context_block is not None:
+            out = self.context_block(out)
+        for conv in self.convs[1:]:
+            out = conv(out)
+        if self.conv_cat is not None:
+            out = self.conv_cat(torch.cat([x, out], dim=1))
+        return self.conv_seg(self.dropout(out))
+
+
+class EncoderDecoder(nn.Module):
+    """backbone -> decode head (+ auxiliary head), logits resized to the input size.
+
+    Args:
+        backbone: a :class:`~gcnet.models.resnet.ResNet` with ``out_indices`` covering the
+            heads' ``in_index`` (c4 and c5: ``out_indices=(2, 3)``, heads read -2 / -1).
+        decode_head, auxiliary_head: :class:`FCNHead` modules (auxiliary optional).
+        align_corners: of the final bilinear resize (mmseg's GCNet configs: False).
+    """
+
+    def __init__(
+        self,
+        backbone: ResNet,
+        decode_head: nn.Module,
+        auxiliary_head: nn.Module | None = None,
+        align_corners: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decode_head = decode_head
+        self.auxiliary_head = auxiliary_head
+        self.align_corners = align_corners
+        self.num_classes = decode_head.num_classes
+
+    def _resize(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        feats = self.backbone.forward_features(x)
+        out = self._resize(self.decode_head(feats), size)
+        if self.training and self.auxiliary_head is not None:
+            return {"out": out, "aux": self._resize(self.auxiliary_head(feats), size)}
+        return out
+
+    def context_blocks(self) -> dict[str, nn.Module]:
+        blocks = {f"backbone.{k}": v for k, v in self.backbone.context_blocks().items()}
+        if getattr(self.decode_head, "context_block", None) is not None:
+            blocks["decode_head.context_block"] = self.decode_head.context_block
+        return blocks
+
+
+class SeedGCNet(nn.Module):
+    """The seed document's segmentation network (see the module docstring)."""
+
+    def __init__(
+        self, backbone: ResNet, num_classes: int, ratio: float = 1 / 16, channels: int = 512
+    ) -> None:
+        super().__init__()
+        cin = backbone.num_features
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.context_block = GlobalContextBlock(cin, ratio=ratio, pooling="att", fusion="add")
+        # the seed: nn.Conv2d(2048, 512, 3, padding=1) (with bias), BN, ReLU
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(cin, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+        )
+        self.cls_seg = nn.Conv2d(channels, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        out = self.backbone.forward_features(x)[-1]
+        out = self.conv1(self.context_block(out))
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+        return self.cls_seg(out)
+
+    def context_blocks(self) -> dict[str, nn.Module]:
+        blocks = {f"backbone.{k}": v for k, v in self.backbone.context_blocks().items()}
+        blocks["context_block"] = self.context_block
+        return blocks
+
+
+# -- registry ------------------------------------------------------------------------------
+# name -> (backbone arch, head, output stride, head widths (decode, aux))
+SEGMENTORS: dict[str, dict] = {}
+for _depth in (50, 101):
+    for _os in (8, 16):
+        for _head, _prefix in (("gc", "gcnet"), ("none", "fcn"), ("nl", "nonlocal")):
+            SEGMENTORS[f"{_prefix}_r{_depth}_d{_os}"] = dict(
+                backbone=f"resnet{_depth}_v1c", head=_head, output_stride=_os, channels=512, aux_channels=256
+            )
+# CPU-sized variants (plain ResNet-18, torchvision stem) for demos and tests
+for _head, _prefix in (("gc", "gcnet"), ("none", "fcn"), ("nl", "nonlocal")):
+    SEGMENTORS[f"{_prefix}_r18_d8"] = dict(
+        backbone="resnet18", head=_head, output_stride=8, channels=128, aux_channels=64
+    )
+SEGMENTORS["seed_gcnet_r50"] = dict(backbone="resnet50", head="seed", output_stride=8, channels=512)
+
+# open-mmlab's ImageNet weights for the deep-stem backbones (what mmseg's configs start from)
+OPENMMLAB_V1C = {
+    "resnet18_v1c": "https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth",
+    "resnet50_v1c": "https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth",
+    "resnet101_v1c": "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth",
+}
+
+_SEG_OPTIONS = (
+    "num_classes", "output_stride", "norm", "aux", "channels", "aux_channels", "dropout", "ratio",
+    "pooling", "fusion", "align_corners", "backbone", "backbone_kwargs",
+)  # fmt: skip
+
+
+def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> nn.Module:
+    """Build a registered segmentation model (see :data:`SEGMENTORS`).
+
+    Overrides: ``num_classes`` (19), ``output_stride`` (8/16), ``norm`` (``bn``/``syncbn``),
+    ``aux`` (auxiliary FCN head on c4, default on), ``channels``/``aux_channels``, ``dropout``
+    (0.1), the head's GC block ``ratio`` (1/4; seed model 1/16), ``pooling``, ``fusion``,
+    ``align_corners``, ``backbone`` (another ResNet name, e.g. ``gc_resnet50_v1c`` for GC in
+    the backbone too) and ``backbone_kwargs`` (passed to :func:`gcnet.create_model`).
+
+    ``pretrained``: ``"openmmlab"`` (open-mmlab's ImageNet ResNet-V1c weights for the
+    deep-stem backbones, downloaded once, as mmseg's recipes start from);
+    ``"torchvision"`` (ImageNet weights for torchvision-stem backbones); a backbone checkpoint path
+    (torchvision / mmcv ``resnet50_v1c`` / ours); or a whole-segmentor checkpoint (ours, or
+    mmsegmentation's, converted by :func:`gcnet.convert.segmentor_from_mmseg`).
+    """
+    from .registry import create_model
+    from .weights import load_checkpoint_file, load_pretrained, load_state_dict_checked
+
+    unknown = sorted(set(overrides) - set(_SEG_OPTIONS))
+    if unknown:
+        import difflib
+
+        hints = []
+        for k in unknown:
+            near = difflib.get_close_matches(k, _SEG_OPTIONS, 1)
+            hints.append(f"{k!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(hints)}; expected {_SEG_OPTIONS}")
+    spec = {**SEGMENTORS[name], **{k: v for k, v in overrides.items() if k not in ("backbone_kwargs",)}}
+    num_classes = int(spec.get("num_classes", 19))
+    head = spec["head"]
+    norm = spec.get("norm", "bn")
+    bb_kwargs = dict(overrides.get("backbone_kwargs") or {})
+    backbone = create_model(
+        spec["backbone"], num_classes=0, output_stride=int(spec["output_stride"]), norm=norm,
+        out_indices=(2, 3), **{"contract_dilation": head == "seed", **bb_kwargs},
+    )  # fmt: skip
+    arch = backbone.arch
+    if norm == "syncbn":
+        from gcnet.layers.sync_bn import SyncBatchNorm
+
+        norm_layer: Callable[[int], nn.Module] = SyncBatchNorm
+    else:
+        norm_layer = nn.BatchNorm2d
+    c4, c5 = backbone.feature_channels[2], backbone.feature_channels[3]
+    dropout = float(spec.get("dropout", 0.1))
+    if head == "seed":
+        model: nn.Module = SeedGCNet(backbone, num_classes, ratio=spec.get("ratio", 1 / 16),
+                                     channels=int(spec["channels"]))  # fmt: skip
+    else:
+        gc_kw = {k: spec[k] for k in ("ratio", "pooling", "fusion") if k in spec}
+        decode = FCNHead(c5, int(spec["channels"]), num_classes, num_convs=2, concat_input=True,
+                         dropout=dropout, context=head, norm_layer=norm_layer, **gc_kw)  # fmt: skip
+        aux = None
+        if spec.get("aux", True):
+            aux = FCNHead(c4, int(spec["aux_channels"]), num_classes, num_convs=1, concat_input=False,
+                          dropout=dropout, in_index=-2, norm_layer=norm_layer)  # fmt: skip
+        model = EncoderDecoder(backbone, decode, aux, align_corners=bool(spec.get("align_corners", False)))
+    model.model_name = name
+    model.arch = arch
+    if pretrained == "openmmlab":
+        if arch not in OPENMMLAB_V1C:
+            raise ValueError(f"no open-mmlab weights for {arch!r}; expected one of {sorted(OPENMMLAB_V1C)}")
+        sd = torch.hub.load_state_dict_from_url(OPENMMLAB_V1C[arch], map_location="cpu", weights_only=True,
+                                                check_hash=True)  # fmt: skip
+        sd = sd.get("state_dict", sd)
+        load_state_dict_checked(backbone, sd, f"open-mmlab {arch} weights")
+    elif pretrained:
+        if isinstance(pretrained, str) and not pretrained.startswith("torchvision"):
+            sd = load_checkpoint_file(pretrained)
+            if any(k.startswith("decode_head.") or k.startswith("cls_seg.") for k in sd):
+                if any(".gc_block." in k or ".nl_block." in k for k in sd):
+                    from gcnet.convert import segmentor_from_mmseg
+
+                    sd = segmentor_from_mmseg(sd)
+                load_state_dict_checked(model, sd, f"checkpoint {pretrained}")
+                return model
+        from_tv = pretrained is True or pretrained.startswith("torchvision")
+        if from_tv and backbone.deep_stem:
+            raise ValueError(
+                f"torchvision has no ImageNet weights for the deep-stem backbone {arch!r}: use "
+                "pretrained='openmmlab', a V1c checkpoint path, or backbone_kwargs={'deep_stem': False}"
+            )
+        arch = arch.removesuffix("_v1c")
+        load_pretrained(backbone, pretrained, arch=arch)
+    return model
