@@ -93,7 +93,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     x = torch.randn(1, *args.input)
     plain = None
     seg_plain = None
-    if not hasattr(model, "plugin"):  # a segmentor: compare with the FCN head on the same backbone
+    from gcnet.models.detection import DETECTORS
+
+    if args.model in DETECTORS:  # a detector: one image in a list; compare with the plain backbone
+        x = [x[0]]
+        name = args.model.replace("_gc_", "_").removesuffix("_r4")
+        if name != args.model:
+            seg_plain = name
+            plain = _build_model(argparse.Namespace(**{**vars(args), "model": name})).eval()
+        for m in (model, plain):  # no detection passes: the per-detection mask head is left out
+            if m is not None:
+                m.roi_heads.score_thresh = 2.0
+    elif not hasattr(model, "plugin"):  # a segmentor: compare with the FCN head on the same backbone
         from gcnet.models.segmentation import SEGMENTORS
 
         for prefix in ("gcnet_", "nonlocal_"):
@@ -107,10 +118,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         cfg = model_config(args.model, **_parse_overrides(args.set))
         cfg.pop("_arch")
         plain = ResNet(**{**cfg, "plugin": None}).eval()
-    params, flops = count_params(model), count_flops(model, x)
+    with torch.no_grad():
+        params, flops = count_params(model), count_flops(model, x)
     print(f"model: {args.model}   input: 1x{'x'.join(map(str, args.input))}")
-    if seg_plain is not None:
+    if args.model in DETECTORS:
+        print("detector FLOPs: after the model's own resize (min_size/max_size): backbone + FPN + RPN")
+        print("  + box head on the RPN's proposals; the mask head (it runs per detection) is not counted")
+    if seg_plain is not None and hasattr(model, "context_blocks"):
         print(f"context blocks: {sorted(model.context_blocks())}; 'plain' = {seg_plain}")
+    elif seg_plain is not None:
+        print(f"'plain' = {seg_plain}")
     if getattr(model, "plugin", None) is not None:
         p = model.plugin
         print(
@@ -121,7 +138,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{'':<12} {'params (M)':>12} {'GFLOPs':>10}")
     print(f"{'model':<12} {params / 1e6:>12.3f} {flops / 1e9:>10.3f}")
     if plain is not None:
-        pp, pf = count_params(plain), count_flops(plain, x)
+        with torch.no_grad():
+            pp, pf = count_params(plain), count_flops(plain, x)
         print(f"{'plain':<12} {pp / 1e6:>12.3f} {pf / 1e9:>10.3f}")
         print(
             f"{'overhead':<12} {(params - pp) / 1e6:>+12.3f} {(flops - pf) / 1e9:>+10.4f}"
@@ -212,6 +230,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg = merge(cfg, parse_override(item))
     if cfg.get("task") == "segmentation":
         return _eval_segmentation(args, model, cfg, classes)
+    if cfg.get("task") == "detection":
+        return _eval_detection(args, model, cfg, classes)
     if args.data:
         cfg = merge(cfg, {"data": {"dataset": "imagefolder", "root": args.data}})
     if args.skip_bad_images:
@@ -291,6 +311,47 @@ def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
     return 0
 
 
+def _eval_detection(args: argparse.Namespace, model, cfg, classes) -> int:
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from gcnet.config import merge
+    from gcnet.data.coco import collate_detection
+    from gcnet.engine import distributed as du
+    from gcnet.engine.det_eval import STAT_NAMES, evaluate_detection
+    from gcnet.engine.trainer import ShardSampler, build_data, resolve_device
+
+    if args.data:
+        cfg = merge(cfg, {"data": {"dataset": "coco", "root": args.data}})
+    device = resolve_device(cfg["train"]["device"])
+    du.init_distributed(device)
+    out_dir = args.output or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+    try:
+        ds, ds_classes = build_data(cfg, "val")
+        if len(ds_classes) != len(classes):
+            raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
+        loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), collate_fn=collate_detection,
+                            num_workers=cfg["data"]["num_workers"],
+                            sampler=ShardSampler(len(ds), du.world_size(), du.rank()))  # fmt: skip
+        res = evaluate_detection(model.to(device), loader, device, out_dir=out_dir, progress=du.rank() == 0)
+    finally:
+        du.cleanup()
+    if du.rank() != 0:
+        return 0
+    n_img, n_det = res["num_images"], res["num_detections"]
+    print(f"{n_img} images, {n_det} detections (COCO AP, %; -1 = no such objects)")
+    print(f"  {'':<6}" + "".join(f"{k:>8}" for k in STAT_NAMES))
+    for t in ("bbox", "segm"):
+        if f"{t}_AP" in res:
+            print(f"  {t:<6}" + "".join(f"{res[f'{t}_{k}']:8.2f}" for k in STAT_NAMES))
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump({**res, "classes": list(classes)}, f, indent=2)
+    written = [res[k] for k in ("bbox_results", "segm_results") if k in res]
+    print(f"wrote {os.path.join(out_dir, 'metrics.json')}, " + ", ".join(written))
+    return 0
+
+
 def _plot_confusion(cm, classes, path: str) -> str:
     import matplotlib
 
@@ -325,6 +386,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, cfg, classes = _load_trained(args.checkpoint)
     if cfg.get("task") == "segmentation":
         return _predict_segmentation(args, model, cfg, classes)
+    if cfg.get("task") == "detection":
+        return _predict_detection(args, model, classes)
     tf = build_transforms(cfg["data"], train=False, tensor_input=False)
     k = min(args.topk, len(classes))
     results = []
@@ -406,10 +469,55 @@ def _predict_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
     return 0
 
 
+def _predict_detection(args: argparse.Namespace, model, classes) -> int:
+    """Boxes, labels, scores and masks drawn on each image, as PNG; JSON with --json."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    from gcnet.data.datasets import _load_rgb
+
+    out_dir = args.output or "predictions"
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image not found: {path}")
+        img = torch.from_numpy(np.asarray(_load_rgb(path)).copy()).permute(2, 0, 1)
+        with torch.no_grad():
+            det = model([img.float() / 255])[0]
+        keep = det["scores"] >= args.score_threshold
+        boxes, labels, scores = det["boxes"][keep], det["labels"][keep], det["scores"][keep]
+        canvas = img
+        if "masks" in det and keep.any():
+            canvas = draw_segmentation_masks(canvas, det["masks"][keep][:, 0] > 0.5, alpha=0.45)
+        names = [f"{classes[int(c) - 1]} {float(s):.2f}" for c, s in zip(labels, scores)]
+        if len(boxes):
+            canvas = draw_bounding_boxes(canvas, boxes, names, colors="yellow", width=2)
+        png = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_det.png")
+        Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(png)
+        results.append({"image": path, "output": png, "detections": [
+            {"class": classes[int(c) - 1], "score": float(s), "box_xyxy": [round(float(v), 1) for v in b]}
+            for b, c, s in zip(boxes, labels, scores)]})  # fmt: skip
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: {len(r['detections'])} detections (score >= {args.score_threshold})")
+            for d in r["detections"][:20]:
+                print(f"  {d['score']:.2f}  {d['class']:<20} {d['box_xyxy']}")
+            print(f"  wrote {r['output']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train a plain model and its GC counterpart of the same size on the embedded dataset,
-    compare: ResNet-18 vs GC-ResNet-18 (classification), or the FCN head vs the GCNet head on
-    a dilated ResNet-18 (``--task segmentation``)."""
+    compare: ResNet-18 vs GC-ResNet-18 (classification), the FCN head vs the GCNet head on
+    a dilated ResNet-18 (``--task segmentation``), or Mask R-CNN on R18-FPN vs GC-R18-FPN
+    (``--task detection``)."""
     import torch
 
     from gcnet.config import load_config
@@ -418,12 +526,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gcnet.models import create_model
     from gcnet.tools.complexity import count_flops, count_params
 
-    seg = args.task == "segmentation"
-    default = "demo_segmentation.yaml" if seg else "demo_synthetic.yaml"
+    task = args.task
+    default, names, metric, label, output = {
+        "classification": ("demo_synthetic.yaml", ("resnet18", "gc_resnet18"), "top1", "top-1",
+                           "runs/demo"),
+        "segmentation": ("demo_segmentation.yaml", ("fcn_r18_d8", "gcnet_r18_d8"), "mIoU", "mIoU",
+                         "runs/demo_seg"),
+        "detection": ("demo_detection.yaml", ("maskrcnn_r18_fpn", "maskrcnn_gc_r18_fpn"), "bbox_AP",
+                      "box AP", "runs/demo_det"),
+    }[task]  # fmt: skip
     recipe = args.config or os.path.join(os.path.dirname(__file__), "recipes", default)
-    names = ("fcn_r18_d8", "gcnet_r18_d8") if seg else ("resnet18", "gc_resnet18")
-    metric, label = ("mIoU", "mIoU") if seg else ("top1", "top-1")
-    output = args.output or ("runs/demo_seg" if seg else "runs/demo")
+    output = args.output or output
     runs, rows = {}, []
     for name in names:
         cfg = load_config(recipe, [*(args.set or []), f"model.name={name}",
@@ -431,11 +544,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\n=== {name} ===")
         s = train(cfg, progress=not args.no_progress)
         size = cfg["data"]["image_size"]
-        m = create_model(name, num_classes=s["num_classes"], **cfg["model"]["kwargs"]).eval()
-        flops = count_flops(m, torch.randn(1, 3, size, size))
+        kw = dict(cfg["model"]["kwargs"], num_classes=s["num_classes"] + (task == "detection"))
+        m = create_model(name, **kw).eval()
+        with torch.no_grad():
+            if task == "detection":  # one landscape image; no detection passes: mask head not counted
+                m.roi_heads.score_thresh = 2.0
+                flops = count_flops(m, [torch.rand(3, size, size * 4 // 3)])
+            else:
+                flops = count_flops(m, torch.randn(1, 3, size, size))
         last = s["history"][-1]
+        extra = f" (mask AP {last['val_segm_AP']:.2f})" if "val_segm_AP" in last else ""
         rows.append((name, count_params(m), flops, s["best"], last.get(f"val_{metric}", float("nan")),
-                     last["train_loss"], s["train_time_s"], s["out_dir"]))  # fmt: skip
+                     last["train_loss"], s["train_time_s"], s["out_dir"], extra))  # fmt: skip
         runs[name] = s["history"]
     curves = plot_curves(runs, os.path.join(output, "curves.png"), metric=f"val_{metric}")
     print(
@@ -443,12 +563,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "| train time |"
     )
     print("|---|---|---|---|---|---|---|")
-    for name, p, f, best, final, loss, t, _ in rows:
+    for name, p, f, best, final, loss, t, _, extra in rows:
         print(
-            f"| {name} | {p / 1e6:.2f} | {f / 1e6:.1f} | {best:.2f}% | {final:.2f}% | {loss:.4f} | {t:.0f}s |"
+            f"| {name} | {p / 1e6:.2f} | {f / 1e6:.1f} | {best:.2f}% | {final:.2f}%{extra} "
+            f"| {loss:.4f} | {t:.0f}s |"
         )
     print(f"\ncurves: {curves}")
-    for name, *_, out in rows:
+    for name, *_, out, _ in rows:
         print(f"checkpoints of {name}: {out}/best.pth, {out}/last.pth, {out}/weights.safetensors")
     return 0
 
@@ -642,7 +763,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.mode=slide (segmentation)")
-    p.add_argument("--output", "-o", default=None, help="folder for mask PNGs (default: predictions)")
+    p.add_argument("--output", "-o", default=None,
+                   help="folder for mask / detection PNGs (default: predictions)")  # fmt: skip
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="detection: draw boxes scoring at least this")  # fmt: skip
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("analyze", help="attention maps, the cosine-distance study, complexity tables")
@@ -662,11 +786,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_analyze)
 
     p = sub.add_parser("demo", help="train a plain and a GC model on the embedded data, compare")
-    p.add_argument("--task", choices=("classification", "segmentation"), default="classification",
-                   help="ResNet-18 vs GC-ResNet-18, or FCN vs GCNet head on ResNet-18-D8")  # fmt: skip
+    p.add_argument("--task", choices=("classification", "segmentation", "detection"),
+                   default="classification",
+                   help="ResNet-18 vs GC-ResNet-18, FCN vs GCNet head on ResNet-18-D8, or Mask R-CNN "
+                        "on R18-FPN vs GC-R18-FPN")  # fmt: skip
     p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--output", "-o", default=None, help="default runs/demo or runs/demo_seg")
+    p.add_argument("--output", "-o", default=None, help="default runs/demo, runs/demo_seg or runs/demo_det")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_demo)
     return ap

@@ -19,7 +19,7 @@ import yaml
 __all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "parse_override", "flatten"]
 
 DEFAULTS: dict[str, Any] = {
-    "task": "classification",  # classification | segmentation
+    "task": "classification",  # classification | segmentation | detection
     "model": {
         "name": "gc_resnet18",
         "pretrained": False,  # False | "torchvision" | path
@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "data": {
         # classification: synthetic | imagefolder | cifar10 | cifar100
-        # segmentation: synthetic | cityscapes | voc | ade20k
+        # segmentation: synthetic | cityscapes | voc | ade20k; detection: synthetic | coco
         "dataset": "synthetic",
         "root": None,
         "train_split": "train",
@@ -80,6 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "sched": {
         "name": "cosine",  # cosine | step | poly | constant
         "warmup_epochs": 0.0,
+        "warmup_iters": 0,  # if > 0, overrides warmup_epochs (detection: 500)
         "warmup_factor": 0.1,
         "milestones": [],  # epochs, for step
         "gamma": 0.1,
@@ -220,8 +221,13 @@ def _choice(cfg: Mapping[str, Any], key: str, choices: tuple) -> None:
 
 
 def _validate(cfg: Mapping[str, Any]) -> None:
-    _choice(cfg, "task", ("classification", "segmentation"))
-    if cfg["task"] == "segmentation":
+    _choice(cfg, "task", ("classification", "segmentation", "detection"))
+    if cfg["task"] == "detection":
+        _choice(cfg, "data.dataset", ("synthetic", "coco"))
+        if not cfg["model"]["name"].startswith(("maskrcnn", "fasterrcnn")):
+            name = cfg["model"]["name"]
+            raise ConfigError(f"task=detection needs a maskrcnn_* / fasterrcnn_* model, got {name!r}")
+    elif cfg["task"] == "segmentation":
         _choice(cfg, "data.dataset", ("synthetic", "cityscapes", "voc", "ade20k"))
         _choice(cfg, "eval.mode", ("whole", "slide"))
         if cfg["eval"]["mode"] == "slide" and not (cfg["eval"]["crop_size"] and cfg["eval"]["stride"]):

@@ -51,7 +51,7 @@ def lr_at(step: int, steps_per_epoch: int, cfg: Mapping[str, Any]) -> float:
     s = cfg["sched"]
     lr0 = base_lr(cfg)
     total = total_steps(steps_per_epoch, cfg)
-    warm = int(round(float(s["warmup_epochs"]) * steps_per_epoch))
+    warm = int(s.get("warmup_iters") or 0) or int(round(float(s["warmup_epochs"]) * steps_per_epoch))
     if step < warm:
         f = float(s["warmup_factor"])
         return lr0 * (f + (1 - f) * step / warm)

@@ -83,9 +83,21 @@ def autocast_ctx(device: torch.device, amp: str):
 
 
 def build_model_from_config(cfg: Mapping[str, Any], num_classes: int, pretrained=None) -> nn.Module:
+    """``num_classes``: the dataset's classes (detection adds torchvision's background)."""
     m = cfg["model"]
     pre = m["pretrained"] if pretrained is None else pretrained
-    return create_model(m["name"], pretrained=pre or False, num_classes=num_classes, **m["kwargs"])
+    if cfg.get("task") == "detection":
+        num_classes += 1
+    kw = dict(m["kwargs"])
+    if "num_classes" in kw:  # the data decides; a recipe may state it only if it agrees
+        if int(kw.pop("num_classes")) != num_classes:
+            raise ValueError(
+                f"model.kwargs.num_classes={m['kwargs']['num_classes']} but the data gives "
+                f"{num_classes} classes"
+                + (" (with background)" if cfg.get("task") == "detection" else "")
+                + "; drop model.kwargs.num_classes"
+            )
+    return create_model(m["name"], pretrained=pre or False, num_classes=num_classes, **kw)
 
 
 def build_data(cfg: Mapping[str, Any], split: str):
@@ -94,16 +106,22 @@ def build_data(cfg: Mapping[str, Any], split: str):
         from gcnet.data.segmentation import build_segmentation_data
 
         return build_segmentation_data(cfg, split)
+    if cfg.get("task") == "detection":
+        from gcnet.data.coco import build_detection_data
+
+        return build_detection_data(cfg, split)
     return build_classification_data(cfg, split)
 
 
 def primary_metric(cfg: Mapping[str, Any]) -> str:
-    """The validation metric that picks the best checkpoint: ``top1`` or ``mIoU``."""
-    return "mIoU" if cfg.get("task", "classification") == "segmentation" else "top1"
+    """The validation metric that picks the best checkpoint: ``top1``, ``mIoU`` or ``bbox_AP``."""
+    return {"segmentation": "mIoU", "detection": "bbox_AP"}.get(cfg.get("task", "classification"), "top1")
 
 
 def task_loss(cfg: Mapping[str, Any], output, targets: torch.Tensor) -> torch.Tensor:
     t_cfg = cfg["train"]
+    if cfg.get("task") == "detection":  # torchvision's detectors return their losses
+        return sum(output.values())
     if cfg.get("task", "classification") == "segmentation":
         targets = targets.long()
         if isinstance(output, Mapping):
@@ -118,6 +136,10 @@ def task_loss(cfg: Mapping[str, Any], output, targets: torch.Tensor) -> torch.Te
 
 def _evaluate_task(cfg, model, loader, device, num_classes, progress=False) -> dict[str, Any]:
     t_cfg = cfg["train"]
+    if cfg.get("task") == "detection":
+        from .det_eval import evaluate_detection
+
+        return evaluate_detection(model, loader, device, t_cfg["amp"], progress=progress)
     if cfg.get("task", "classification") == "segmentation":
         from .seg_eval import evaluate_segmentation
 
@@ -212,6 +234,7 @@ def train(
     _seed_epoch(seed, -1, 0)  # identical model init on every rank
 
     seg = cfg.get("task", "classification") == "segmentation"
+    det = cfg.get("task") == "detection"
     metric = primary_metric(cfg)
     train_ds, classes = build_data(cfg, "train")
     val_ds, _ = build_data(cfg, "val")
@@ -240,13 +263,20 @@ def train(
         train_model = torch.compile(train_model)
 
     per_rank = t_cfg["batch_size"] // world
-    sampler = DistributedSampler(
-        train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
-    )
     workers = int(cfg["data"]["num_workers"])
     loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda", collate_fn=collate_skip_bad)
-    train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, drop_last=True, **loader_kw)
-    val_bs = int(cfg["eval"]["batch_size"]) if seg else per_rank
+    if det:
+        from gcnet.data.coco import AspectRatioBatchSampler, collate_detection
+
+        loader_kw["collate_fn"] = collate_detection
+        sampler = AspectRatioBatchSampler(train_ds.aspect_ratios(), per_rank, True, seed, world, rank)
+        train_loader = DataLoader(train_ds, batch_sampler=sampler, **loader_kw)
+    else:
+        sampler = DistributedSampler(
+            train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, drop_last=True, **loader_kw)
+    val_bs = int(cfg["eval"]["batch_size"]) if seg or det else per_rank
     val_loader = DataLoader(
         val_ds, batch_size=val_bs, sampler=ShardSampler(len(val_ds), world, rank), **loader_kw
     )
@@ -255,7 +285,7 @@ def train(
         raise ValueError(
             f"the training set ({len(train_ds)} images) is smaller than one batch ({t_cfg['batch_size']})"
         )
-    mix = None if seg else build_batch_mix(cfg["data"], num_classes)
+    mix = None if seg or det else build_batch_mix(cfg["data"], num_classes)
     max_steps = total_steps(steps_per_epoch, cfg)
     epochs = math.ceil(max_steps / steps_per_epoch)
 
@@ -300,14 +330,18 @@ def train(
             lr = lr_at(step, steps_per_epoch, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
+            if det:
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            else:
+                images = images.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
             if mix is not None:
                 images, targets = mix(images, targets)
-            if t_cfg["channels_last"]:
+            if t_cfg["channels_last"] and not det:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast_ctx(device, t_cfg["amp"]):
-                output = train_model(images)
+                output = train_model(images, targets) if det else train_model(images)
             loss = task_loss(cfg, output, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step}")
@@ -321,7 +355,7 @@ def train(
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
-            n = images.shape[0]
+            n = len(images)
             seen += n
             loss_acc[0] += loss.detach().double() * n
             loss_acc[1] += n
@@ -342,8 +376,12 @@ def train(
         if final or (epoch + 1) % int(t_cfg["eval_every"]) == 0:
             eval_model = ema.module if ema is not None else model
             last_eval = _evaluate_task(cfg, eval_model, val_loader, device, num_classes)
-            row.update(val_loss=last_eval["loss"])
-            if seg:
+            if "loss" in last_eval:
+                row.update(val_loss=last_eval["loss"])
+            if det:
+                row.update({f"val_{k}": v for k, v in last_eval.items() if k.startswith(("bbox_", "segm_"))
+                            and not k.endswith("_results")})  # fmt: skip
+            elif seg:
                 row.update(val_mIoU=last_eval["mIoU"], val_aAcc=last_eval["aAcc"], val_mAcc=last_eval["mAcc"])
             else:
                 row["val_top1"] = last_eval["top1"]
@@ -356,6 +394,10 @@ def train(
             msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}"
             if "val_top1" in row:
                 msg += f", val loss {row['val_loss']:.4f}, val top-1 {row['val_top1']:.2f}%"
+            if "val_bbox_AP" in row:
+                msg += f", val bbox AP {row['val_bbox_AP']:.2f}"
+                if "val_segm_AP" in row:
+                    msg += f", segm AP {row['val_segm_AP']:.2f}"
             if "val_mIoU" in row:
                 msg += (f", val loss {row['val_loss']:.4f}, val mIoU {row['val_mIoU']:.2f}%, "
                         f"aAcc {row['val_aAcc']:.2f}%")  # fmt: skip

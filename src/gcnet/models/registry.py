@@ -69,9 +69,10 @@ register_model("gc_resnet50_c4", "resnet50", "gc", stages=("c4",), ratio=1 / 16)
 
 
 def list_models(pattern: str = "*") -> list[str]:
+    from .detection import DETECTORS
     from .segmentation import SEGMENTORS
 
-    return sorted(n for n in (*_MODELS, *SEGMENTORS) if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in (*_MODELS, *SEGMENTORS, *DETECTORS) if fnmatch.fnmatch(n, pattern))
 
 
 def _block_params(block: str) -> set[str]:
@@ -137,6 +138,10 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
 
     if name in SEGMENTORS:
         return create_segmentor(name, pretrained=pretrained, **overrides)
+    from .detection import DETECTORS, create_detector
+
+    if name in DETECTORS:
+        return create_detector(name, pretrained=pretrained, **overrides)
     cfg = model_config(name, **overrides)
     arch = cfg.pop("_arch")
     model = ResNet(**cfg)

@@ -1,0 +1,141 @@
+"""Detection and instance segmentation: torchvision's Mask R-CNN / Faster R-CNN on gcnet's
+ResNet / ResNeXt backbones (GC at c3-c5, after_1x1, as in the paper) under an FPN.
+
+The backbone is :class:`~gcnet.models.resnet.ResNet` wrapped in torchvision's
+``BackboneWithFPN`` (c2..c5 -> P2..P6, 256 channels), with the stem and c2 frozen
+(``frozen_stages=1``) and either frozen BatchNorm (``norm="frozen_bn"``, the usual
+fine-tuning setting) or synchronised BatchNorm (``norm="syncbn"``, the paper's SyncBN rows).
+Everything past the backbone is torchvision's (RPN, RoIAlign, box and mask heads,
+``GeneralizedRCNNTransform`` resizing to ``min_size``/``max_size``, 800/1333 by default).
+
+Weights: ``pretrained="torchvision"`` fills the backbone with torchvision's ImageNet weights
+(GC blocks fresh: the paper's starting point); a path loads a whole detector saved by
+gcnet, or the backbone of a plain / official GCNet / mmdetection checkpoint (through
+:func:`gcnet.convert.resnet_from_mmdet`; mmdetection's necks and heads are not mapped:
+their layouts differ from torchvision's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+__all__ = ["DETECTORS", "create_detector", "resnet_fpn"]
+
+_BACKBONES = {
+    "r18": "resnet18",
+    "r50": "resnet50",
+    "r101": "resnet101",
+    "x101_32x4d": "resnext101_32x4d",
+}
+
+# name -> dict(kind, backbone arch, plug-in kwargs or None)
+DETECTORS: dict[str, dict[str, Any]] = {}
+for _kind in ("maskrcnn", "fasterrcnn"):
+    for _short, _arch in _BACKBONES.items():
+        DETECTORS[f"{_kind}_{_short}_fpn"] = dict(kind=_kind, arch=_arch, gc=None)
+        DETECTORS[f"{_kind}_gc_{_short}_fpn"] = dict(kind=_kind, arch=_arch, gc=1 / 16)
+        DETECTORS[f"{_kind}_gc_{_short}_fpn_r4"] = dict(kind=_kind, arch=_arch, gc=1 / 4)
+
+_DET_OPTIONS = (
+    "num_classes", "norm", "frozen_stages", "ratio", "stages", "position", "min_size", "max_size",
+    "backbone_kwargs",
+)  # fmt: skip
+
+
+def resnet_fpn(
+    arch: str,
+    gc_ratio: float | None = 1 / 16,
+    norm: str = "frozen_bn",
+    frozen_stages: int = 1,
+    pretrained: bool | str = False,
+    out_channels: int = 256,
+    **overrides: Any,
+) -> BackboneWithFPN:
+    """gcnet ResNet (``arch``; GC r``gc_ratio`` at c3-c5 unless None) -> torchvision FPN.
+
+    ``overrides`` go to :func:`gcnet.create_model` (e.g. ``stages``, ``position``)."""
+    from .registry import create_model
+
+    kw: dict[str, Any] = dict(num_classes=0, norm=norm, frozen_stages=frozen_stages)
+    if gc_ratio is not None:
+        kw.update(plugin="gc", ratio=gc_ratio)
+    kw.update(overrides)
+    body = create_model(arch, pretrained=pretrained, **kw)
+    body.fc = None
+    layers = {f"layer{i + 1}": str(i) for i in range(4)}
+    fpn = BackboneWithFPN(
+        body, layers, list(body.feature_channels), out_channels, extra_blocks=LastLevelMaxPool()
+    )
+    fpn.strides = (4, 8, 16, 32, 64)
+    return fpn
+
+
+def create_detector(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
+    """Build a registered detector (see :data:`DETECTORS`).
+
+    Overrides: ``num_classes`` (including background, torchvision's convention; default 81 =
+    COCO's 80 + 1), ``norm`` (``frozen_bn`` / ``syncbn`` / ``bn``), ``frozen_stages`` (1: stem +
+    c2), the GC block's ``ratio`` / ``stages`` / ``position``, ``min_size`` / ``max_size``
+    (800 / 1333; a tuple of min sizes = multi-scale training), ``backbone_kwargs`` (more
+    :func:`gcnet.create_model` options), and any keyword of torchvision's ``MaskRCNN`` /
+    ``FasterRCNN`` (``rpn_batch_size_per_image``, ``box_batch_size_per_image``,
+    ``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...).
+    """
+    import difflib
+    import inspect
+
+    from .weights import load_checkpoint_file, load_state_dict_checked
+
+    spec = DETECTORS[name]
+    cls = MaskRCNN if spec["kind"] == "maskrcnn" else FasterRCNN
+    tv_options = set(inspect.signature(cls).parameters) - {"backbone", "num_classes", "min_size", "max_size"}
+    unknown = sorted(set(overrides) - set(_DET_OPTIONS) - tv_options)
+    if unknown:
+        hints = []
+        for k in unknown:
+            near = difflib.get_close_matches(k, _DET_OPTIONS, 1)
+            hints.append(f"{k!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        raise ValueError(
+            f"unknown option(s) for model {name!r}: {', '.join(hints)}; expected {_DET_OPTIONS} "
+            f"or a torchvision {cls.__name__} argument"
+        )
+    o = dict(overrides)
+    ratio = o.pop("ratio", spec["gc"])
+    if spec["gc"] is None and "ratio" in overrides:
+        raise ValueError(f"{name!r} has no GC blocks; use the maskrcnn_gc_* / fasterrcnn_gc_* names")
+    bb_kw = dict(o.pop("backbone_kwargs", None) or {})
+    for k in ("stages", "position"):
+        if k in o:
+            bb_kw[k] = o.pop(k)
+    full_ckpt = None
+    backbone_weights: bool | str = False
+    if pretrained:
+        if isinstance(pretrained, str) and not pretrained.startswith("torchvision"):
+            sd = load_checkpoint_file(pretrained)
+            if any(k.startswith(("roi_heads.", "rpn.", "backbone.body.")) for k in sd):
+                full_ckpt = sd
+            else:
+                backbone_weights = pretrained
+        else:
+            backbone_weights = pretrained
+    backbone = resnet_fpn(
+        spec["arch"], ratio if spec["gc"] is not None else None, norm=o.pop("norm", "frozen_bn"),
+        frozen_stages=int(o.pop("frozen_stages", 1)), pretrained=backbone_weights, **bb_kw,
+    )  # fmt: skip
+    num_classes = int(o.pop("num_classes", 81))
+    kw = dict(min_size=o.pop("min_size", 800), max_size=o.pop("max_size", 1333))
+    if isinstance(kw["min_size"], list):
+        kw["min_size"] = tuple(kw["min_size"])
+    kw.update(o)  # torchvision's own options (rpn_*, box_*)
+    model = cls(backbone, num_classes=num_classes, **kw)
+    model.model_name = name
+    model.arch = spec["arch"]
+    model.num_classes = num_classes
+    if full_ckpt is not None:
+        load_state_dict_checked(model, full_ckpt, f"checkpoint {pretrained}")
+    return model

@@ -1,0 +1,186 @@
+"""Detectors: GC-ResNet-FPN backbones (channels, strides, frozen parts, norms), the
+registry's parameter arithmetic, weight loading; COCO data and the evaluator against
+pycocotools."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import FrozenBatchNorm2d
+
+import gcnet
+from gcnet.data.coco import AspectRatioBatchSampler, CocoDetection, write_synthetic_coco
+from gcnet.engine.det_eval import coco_evaluate, to_coco_results
+from gcnet.layers import GlobalContextBlock
+from gcnet.layers.sync_bn import SyncBatchNorm
+from gcnet.models.detection import resnet_fpn
+from tests.conftest import randomize_
+
+SMALL = dict(min_size=64, max_size=96)
+
+
+def test_fpn_backbone_channels_strides_and_frozen_parts():
+    fpn = resnet_fpn("resnet50", 1 / 16)
+    assert list(fpn.body.layer4[0].conv3.weight.shape[:1]) == [2048]
+    feats = fpn(torch.randn(1, 3, 128, 192))
+    assert list(feats) == ["0", "1", "2", "3", "pool"]
+    for (k, f), s in zip(feats.items(), fpn.strides):
+        assert f.shape == (1, 256, 128 // s, 192 // s), k
+    gc = [m for m in fpn.body.modules() if isinstance(m, GlobalContextBlock)]
+    assert len(gc) == 4 + 6 + 3  # every bottleneck of c3-c5
+    assert not any(p.requires_grad for p in fpn.body.conv1.parameters())
+    assert not any(p.requires_grad for p in fpn.body.layer1.parameters())
+    assert all(p.requires_grad for p in fpn.body.layer2.parameters())
+    assert isinstance(fpn.body.bn1, FrozenBatchNorm2d)
+    assert isinstance(fpn.body.layer3[0].bn1, FrozenBatchNorm2d)
+    sync = resnet_fpn("resnet50", None, norm="syncbn")
+    assert isinstance(sync.body.layer3[0].bn1, SyncBatchNorm)
+
+
+def _params(name):
+    return sum(p.numel() for p in gcnet.create_model(name).parameters())
+
+
+def test_registry_and_gc_parameter_overhead():
+    names = gcnet.list_models("*rcnn*")
+    for n in ("maskrcnn_gc_r50_fpn", "maskrcnn_gc_r50_fpn_r4", "maskrcnn_gc_r101_fpn",
+              "maskrcnn_gc_x101_32x4d_fpn", "maskrcnn_r50_fpn", "maskrcnn_r101_fpn",
+              "maskrcnn_x101_32x4d_fpn", "fasterrcnn_gc_r50_fpn"):  # fmt: skip
+        assert n in names
+    # the same +2.52M (r16) / +10.00M (r4) as on the classifier
+    base = _params("maskrcnn_r50_fpn")
+    assert _params("maskrcnn_gc_r50_fpn") - base == 2_521_741
+    assert _params("maskrcnn_gc_r50_fpn_r4") - base == 10_000_909
+    with pytest.raises(ValueError, match="did you mean 'num_classes'"):
+        gcnet.create_model("maskrcnn_r50_fpn", num_clases=3)
+
+
+def test_outputs_in_train_and_eval_mode():
+    m = gcnet.create_model("maskrcnn_gc_r18_fpn", num_classes=3, **SMALL)
+    img = [torch.rand(3, 64, 80)]
+    tgt = [{"boxes": torch.tensor([[5.0, 6, 40, 50]]), "labels": torch.tensor([2]),
+            "masks": torch.zeros(1, 64, 80, dtype=torch.uint8)}]  # fmt: skip
+    losses = m(img, tgt)
+    expected = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == expected
+    out = m.eval()(img)[0]
+    assert out["masks"].shape[1:] == (1, 64, 80) and out["boxes"].shape[1] == 4
+
+
+def test_weight_loading(tmp_path):
+    # a plain torchvision-layout backbone -> backbone.body, GC blocks fresh
+    r = randomize_(gcnet.create_model("resnet18"), std=0.05)
+    torch.save(r.state_dict(), tmp_path / "r18.pth")
+    d = gcnet.create_model("fasterrcnn_gc_r18_fpn", num_classes=3, pretrained=str(tmp_path / "r18.pth"))
+    torch.testing.assert_close(d.backbone.body.layer3[1].conv2.weight, r.layer3[1].conv2.weight)
+    # FrozenBN carries the checkpoint's statistics
+    torch.testing.assert_close(d.backbone.body.layer2[0].bn1.running_var, r.layer2[0].bn1.running_var)
+    # a whole detector round trip
+    torch.save(d.state_dict(), tmp_path / "det.pth")
+    e = gcnet.create_model("fasterrcnn_gc_r18_fpn", num_classes=3, pretrained=str(tmp_path / "det.pth"))
+    for k, v in d.state_dict().items():
+        assert torch.equal(v, e.state_dict()[k]), k
+    with pytest.raises(ValueError, match="shape mismatches"):
+        gcnet.create_model("fasterrcnn_gc_r18_fpn", num_classes=5, pretrained=str(tmp_path / "det.pth"))
+
+
+def test_official_gcnet_detector_checkpoint_fills_the_backbone(tmp_path):
+    """An official GCNet / mmdetection Mask R-CNN checkpoint (mmcv ContextBlock plug-ins, neck,
+    heads): its backbone, GC blocks included, computes the same c5 map inside our detector."""
+    from tests.models.test_weights import _features, _official_checkpoint
+
+    ckpt, ref = _official_checkpoint()
+    ckpt["state_dict"]["roi_head.bbox_head.fc_cls.weight"] = torch.randn(81, 1024)
+    torch.save(ckpt, tmp_path / "mask_rcnn_r50_fpn_gcb_r16.pth")
+    d = gcnet.create_model("maskrcnn_gc_r50_fpn", pretrained=str(tmp_path / "mask_rcnn_r50_fpn_gcb_r16.pth"),
+                           **SMALL).eval()  # fmt: skip
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        body = d.backbone.body
+        y = body.maxpool(body.relu(body.bn1(body.conv1(x))))
+        y = body.layer4(body.layer3(body.layer2(body.layer1(y))))
+        torch.testing.assert_close(y, _features(ref, x), rtol=1e-4, atol=1e-5)
+    # a plain detector refuses GC weights rather than dropping them silently
+    with pytest.raises(ValueError, match="context_block"):
+        gcnet.create_model("maskrcnn_r50_fpn", pretrained=str(tmp_path / "mask_rcnn_r50_fpn_gcb_r16.pth"))
+
+
+@pytest.fixture(scope="module")
+def coco_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    img_dir, ann = write_synthetic_coco(str(root), 6, (48, 64), "val", seed=1)
+    data = json.load(open(ann))
+    # a crowd region on image 1 and an image without annotations
+    data["annotations"].append({"id": 999, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
+                                "area": 100.0, "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]],
+                                "iscrowd": 1})  # fmt: skip
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 2]
+    json.dump(data, open(ann, "w"))
+    return img_dir, ann
+
+
+def test_coco_reader_targets(coco_dir):
+    img_dir, ann = coco_dir
+    val = CocoDetection(img_dir, ann, train=False)
+    train = CocoDetection(img_dir, ann, train=True)
+    assert len(val) == 6 and len(train) == 5  # the empty image is dropped for training only
+    assert val.classes == ["square", "disc", "triangle"] and val.label_to_cat == {1: 1, 2: 2, 3: 3}
+    x, t = val[0]
+    raw = [a for a in val.coco.imgToAnns[1] if not a["iscrowd"]]
+    assert len(t["boxes"]) == len(raw)  # the crowd box is not a training target
+    bx, by, bw, bh = raw[0]["bbox"]
+    torch.testing.assert_close(t["boxes"][0], torch.tensor([bx, by, bx + bw, by + bh]))
+    assert x.shape[0] == 3 and t["masks"].shape[1:] == x.shape[1:]
+    assert 0 <= float(x.min()) <= float(x.max()) <= 1
+    # the mask lies inside its box
+    ys, xs = np.nonzero(t["masks"][0].numpy())
+    assert xs.min() >= bx - 1 and xs.max() <= bx + bw + 1 and ys.min() >= by - 1 and ys.max() <= by + bh + 1
+    _, empty = val[1]
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape[0] == 0
+    flip = CocoDetection(img_dir, ann, train=True, hflip=1.0)
+    fx, ft = flip[0]
+    torch.testing.assert_close(fx, x.flip(-1))
+    w = x.shape[-1]
+    torch.testing.assert_close(ft["boxes"][:, [0, 2]], w - t["boxes"][:, [2, 0]])
+
+
+def test_aspect_ratio_batches():
+    ratios = [1.5, 0.6, 1.3, 0.7, 1.2, 0.8, 2.0, 0.5]
+    s = AspectRatioBatchSampler(ratios, 2, seed=0)
+    batches = list(s)
+    assert len(batches) == len(s) == 4
+    for b in batches:
+        assert len({ratios[i] >= 1 for i in b}) == 1
+    two = [list(AspectRatioBatchSampler(ratios, 2, seed=0, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(i for part in two for b in part for i in b) == list(range(8))
+
+
+def test_evaluator_matches_pycocotools_and_perfect_is_one(coco_dir):
+    from pycocotools.cocoeval import COCOeval
+
+    img_dir, ann = coco_dir
+    ds = CocoDetection(img_dir, ann)
+    perfect_b, perfect_s, noisy = [], [], []
+    g = torch.Generator().manual_seed(0)
+    for i in range(len(ds)):
+        _, t = ds[i]
+        n = len(t["boxes"])
+        out = {"boxes": t["boxes"], "labels": t["labels"], "scores": torch.linspace(1, 0.5, n),
+               "masks": t["masks"][:, None].float()}  # fmt: skip
+        b, s = to_coco_results(out, int(t["image_id"]), ds.label_to_cat)
+        perfect_b += b
+        perfect_s += s
+        jitter = out["boxes"] + torch.randn(out["boxes"].shape, generator=g) * 3
+        nb, _ = to_coco_results({**out, "boxes": jitter}, int(t["image_id"]), ds.label_to_cat)
+        noisy += nb
+    assert coco_evaluate(ds.coco, perfect_b, "bbox")["AP"] == pytest.approx(1.0)
+    assert coco_evaluate(ds.coco, perfect_s, "segm")["AP"] == pytest.approx(1.0)
+    ours = coco_evaluate(ds.coco, noisy, "bbox")
+    ev = COCOeval(ds.coco, ds.coco.loadRes(noisy), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(list(ev.stats[:6]))
+    assert 0 < ours["AP"] < 1
+    assert coco_evaluate(ds.coco, [], "bbox")["AP"] == 0.0
