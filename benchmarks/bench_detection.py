@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             for n, m in models.items()}  # fmt: skip
 
     def step(n):
+        torch.manual_seed(0)  # the same RPN / RoI sampling draws at every call
         m = models[n].train()
         loss = sum(m(imgs, tg).values())
         opts[n].zero_grad(set_to_none=True)

@@ -95,15 +95,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     seg_plain = None
     from gcnet.models.detection import DETECTORS
 
-    if args.model in DETECTORS:  # a detector: one image in a list; compare with the plain backbone
-        x = [x[0]]
+    if args.model in DETECTORS:  # a detector: count its backbone + FPN on the resized image
         name = args.model.replace("_gc_", "_").removesuffix("_r4")
         if name != args.model:
             seg_plain = name
             plain = _build_model(argparse.Namespace(**{**vars(args), "model": name})).eval()
-        for m in (model, plain):  # no detection passes: the per-detection mask head is left out
-            if m is not None:
-                m.roi_heads.score_thresh = 2.0
+        with torch.no_grad():
+            x = model.transform([x[0]])[0].tensors  # the model's own resize (min_size / max_size)
+        params = count_params(model)
+        model, plain = model.backbone, plain.backbone if plain is not None else None
     elif not hasattr(model, "plugin"):  # a segmentor: compare with the FCN head on the same backbone
         from gcnet.models.segmentation import SEGMENTORS
 
@@ -119,27 +119,33 @@ def cmd_info(args: argparse.Namespace) -> int:
         cfg.pop("_arch")
         plain = ResNet(**{**cfg, "plugin": None}).eval()
     with torch.no_grad():
-        params, flops = count_params(model), count_flops(model, x)
+        if args.model not in DETECTORS:
+            params = count_params(model)
+        flops = count_flops(model, x)
     print(f"model: {args.model}   input: 1x{'x'.join(map(str, args.input))}")
     if args.model in DETECTORS:
-        print("detector FLOPs: after the model's own resize (min_size/max_size): backbone + FPN + RPN")
-        print("  + box head on the RPN's proposals; the mask head (it runs per detection) is not counted")
+        size = tuple(x.shape[-2:])
+        print(f"GFLOPs: backbone + FPN on the resized, padded {size} image; the RPN and RoI heads, the")
+        print("same in both models (their cost follows the proposals and detections), are not counted")
     if seg_plain is not None and hasattr(model, "context_blocks"):
         print(f"context blocks: {sorted(model.context_blocks())}; 'plain' = {seg_plain}")
     elif seg_plain is not None:
         print(f"'plain' = {seg_plain}")
-    if getattr(model, "plugin", None) is not None:
-        p = model.plugin
+    net = getattr(model, "body", model)  # a detector's ResNet sits inside the FPN wrapper
+    if getattr(net, "plugin", None) is not None:
+        p = net.plugin
         print(
             f"plug-in: {p.block} {dict(p.kwargs)} at {p.position}, stages {list(p.stages)}"
             + (f", indices {dict(p.indices)}" if p.indices else "")
-            + f" ({len(model.context_blocks())} blocks)"
+            + f" ({len(net.context_blocks())} blocks)"
         )
     print(f"{'':<12} {'params (M)':>12} {'GFLOPs':>10}")
     print(f"{'model':<12} {params / 1e6:>12.3f} {flops / 1e9:>10.3f}")
     if plain is not None:
         with torch.no_grad():
             pp, pf = count_params(plain), count_flops(plain, x)
+        if args.model in DETECTORS:  # whole-detector parameters
+            pp += params - count_params(model)
         print(f"{'plain':<12} {pp / 1e6:>12.3f} {pf / 1e9:>10.3f}")
         print(
             f"{'overhead':<12} {(params - pp) / 1e6:>+12.3f} {(flops - pf) / 1e9:>+10.4f}"
@@ -263,16 +269,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sharded_val_loader(cfg, classes, collate_fn):
+    """(dataset, loader) of the config's val split, each DDP rank taking its share; the data
+    must have the checkpoint's classes."""
+    from torch.utils.data import DataLoader
+
+    from gcnet.engine import distributed as du
+    from gcnet.engine.trainer import ShardSampler, build_data
+
+    ds, ds_classes = build_data(cfg, "val")
+    if len(ds_classes) != len(classes):
+        raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
+    sampler = ShardSampler(len(ds), du.world_size(), du.rank())
+    loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), collate_fn=collate_fn,
+                        num_workers=cfg["data"]["num_workers"], sampler=sampler)  # fmt: skip
+    return ds, loader
+
+
 def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
     import json
-
-    from torch.utils.data import DataLoader
 
     from gcnet.config import merge
     from gcnet.data import collate_skip_bad
     from gcnet.engine import distributed as du
     from gcnet.engine.seg_eval import evaluate_segmentation
-    from gcnet.engine.trainer import ShardSampler, build_data, resolve_device
+    from gcnet.engine.trainer import resolve_device
 
     if args.data:
         cfg = merge(cfg, {"data": {"root": args.data}})
@@ -281,12 +302,7 @@ def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
     device = resolve_device(cfg["train"]["device"])
     du.init_distributed(device)
     try:
-        ds, ds_classes = build_data(cfg, "val")
-        if len(ds_classes) != len(classes):
-            raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
-        loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), collate_fn=collate_skip_bad,
-                            num_workers=cfg["data"]["num_workers"],
-                            sampler=ShardSampler(len(ds), du.world_size(), du.rank()))  # fmt: skip
+        ds, loader = _sharded_val_loader(cfg, classes, collate_skip_bad)
         res = evaluate_segmentation(model.to(device), loader, device, len(classes), cfg["eval"],
                                     progress=du.rank() == 0)  # fmt: skip
     finally:
@@ -314,26 +330,21 @@ def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
 def _eval_detection(args: argparse.Namespace, model, cfg, classes) -> int:
     import json
 
-    from torch.utils.data import DataLoader
-
     from gcnet.config import merge
     from gcnet.data.coco import collate_detection
     from gcnet.engine import distributed as du
     from gcnet.engine.det_eval import STAT_NAMES, evaluate_detection
-    from gcnet.engine.trainer import ShardSampler, build_data, resolve_device
+    from gcnet.engine.trainer import resolve_device
 
     if args.data:
         cfg = merge(cfg, {"data": {"dataset": "coco", "root": args.data}})
+    if args.skip_bad_images:
+        raise ValueError("--skip-bad-images applies to classification data only")
     device = resolve_device(cfg["train"]["device"])
     du.init_distributed(device)
     out_dir = args.output or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
     try:
-        ds, ds_classes = build_data(cfg, "val")
-        if len(ds_classes) != len(classes):
-            raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
-        loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), collate_fn=collate_detection,
-                            num_workers=cfg["data"]["num_workers"],
-                            sampler=ShardSampler(len(ds), du.world_size(), du.rank()))  # fmt: skip
+        _, loader = _sharded_val_loader(cfg, classes, collate_detection)
         res = evaluate_detection(model.to(device), loader, device, out_dir=out_dir, progress=du.rank() == 0)
     finally:
         du.cleanup()

@@ -141,8 +141,9 @@ def test_two_process_eval_counts_every_pixel_once(trained, tmp_path):
 
 def test_bf16_autocast_and_ema_run(tmp_path):
     # small batches: bf16 convolutions are slow on CPUs without native bf16
-    s = train(_cfg(tmp_path, "train.max_iters=3", "train.epochs=1", "train.amp=bf16", "train.ema=true",
-                   "data.val_size=4", "train.batch_size=4", "data.image_size=32"), progress=False)  # fmt: skip
+    cfg = _cfg(tmp_path, "train.max_iters=3", "train.epochs=1", "train.amp=bf16", "train.ema=true",
+               "data.val_size=4", "train.batch_size=4", "data.image_size=32")  # fmt: skip
+    s = train(cfg, progress=False)
     row = s["history"][-1]
     assert row["step"] == 3 and torch.isfinite(torch.tensor(row["train_loss"]))
     assert 0 <= row["val_mIoU"] <= 100

@@ -184,3 +184,19 @@ def test_evaluator_matches_pycocotools_and_perfect_is_one(coco_dir):
     assert [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(list(ev.stats[:6]))
     assert 0 < ours["AP"] < 1
     assert coco_evaluate(ds.coco, [], "bbox")["AP"] == 0.0
+
+
+def test_info_reports_the_backbone_overhead(capsys):
+    from gcnet.cli import main
+
+    overhead = _params_of("gc_resnet18") - _params_of("resnet18")
+    assert main(["info", "maskrcnn_gc_r18_fpn", "--input", "3x60x80", "--set", "min_size=64",
+                 "--set", "max_size=96"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "(64, 96) image" in out  # resized to the model's min_size, padded to a multiple of 32
+    row = next(line for line in out.splitlines() if line.startswith("overhead")).split()
+    assert float(row[1]) == pytest.approx(overhead / 1e6, abs=1e-3) and float(row[2]) > 0
+
+
+def _params_of(name):
+    return sum(p.numel() for p in gcnet.create_model(name).parameters())
