@@ -37,3 +37,26 @@ def test_errors_are_one_line(capsys):
     assert "unknown model 'gc_resnet5'" in err and "Traceback" not in err
     assert main(["info", "gc_resnet50", "--set", "ratio"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "task, sets, names",
+    [
+        ("classification", ["data.train_size=32", "data.val_size=16", "train.batch_size=16", "train.epochs=1",
+                            "data.num_workers=0"], ("resnet18", "gc_resnet18")),
+        ("detection", ["data.train_size=4", "data.val_size=2", "train.batch_size=2", "train.epochs=1",
+                       "model.kwargs.box_detections_per_img=4", "model.kwargs.box_batch_size_per_image=8"],
+         ("maskrcnn_r18_fpn", "maskrcnn_gc_r18_fpn")),
+    ],
+)  # fmt: skip
+def test_demo_trains_both_models_and_compares(tmp_path, capsys, task, sets, names):
+    """`gcnet demo` (the `make demo` job), cut down: both models train on the embedded data and
+    land in one table, with the curves PNG and the checkpoints where it says."""
+    args = ["demo", "--task", task, "--no-progress", "-o", str(tmp_path)]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [r.split("|")[1].strip() for r in rows] == list(names)
+    assert (tmp_path / "curves.png").is_file()
+    for n in names:
+        assert (tmp_path / n / "best.pth").is_file() and f"{tmp_path / n}/best.pth" in out
