@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from gcnet.fileio import write_json
+
 __all__ = ["main"]
 
 
@@ -223,7 +225,6 @@ def _load_trained(checkpoint: str, use_ema: bool = True):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
 
     from torch.utils.data import DataLoader
 
@@ -260,8 +261,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, acc in zip(classes, res["per_class"]):
         print(f"  {name:<28} {acc:6.2f}%")
     cm = res.pop("confusion_matrix")
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump({**res, "classes": classes, "confusion_matrix": cm.tolist()}, f, indent=2)
+    write_json(os.path.join(out_dir, "metrics.json"),
+               {**res, "classes": classes, "confusion_matrix": cm.tolist()}, indent=2)  # fmt: skip
     png = _plot_confusion(cm, classes, os.path.join(out_dir, "confusion_matrix.png"))
     print(f"wrote {os.path.join(out_dir, 'metrics.json')} and {png}")
     if res["skipped"]:
@@ -287,7 +288,6 @@ def _sharded_val_loader(cfg, classes, collate_fn):
 
 
 def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
-    import json
 
     from gcnet.config import merge
     from gcnet.data import collate_skip_bad
@@ -321,14 +321,13 @@ def _eval_segmentation(args: argparse.Namespace, model, cfg, classes) -> int:
     out_dir = args.output or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
     os.makedirs(out_dir, exist_ok=True)
     cm = res.pop("confusion_matrix")
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump({**res, "classes": classes, "eval": dict(e), "confusion_matrix": cm.tolist()}, f, indent=2)
+    report = {**res, "classes": classes, "eval": dict(e), "confusion_matrix": cm.tolist()}
+    write_json(os.path.join(out_dir, "metrics.json"), report, indent=2)
     print(f"wrote {os.path.join(out_dir, 'metrics.json')}")
     return 0
 
 
 def _eval_detection(args: argparse.Namespace, model, cfg, classes) -> int:
-    import json
 
     from gcnet.config import merge
     from gcnet.data.coco import collate_detection
@@ -356,8 +355,7 @@ def _eval_detection(args: argparse.Namespace, model, cfg, classes) -> int:
     for t in ("bbox", "segm"):
         if f"{t}_AP" in res:
             print(f"  {t:<6}" + "".join(f"{res[f'{t}_{k}']:8.2f}" for k in STAT_NAMES))
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump({**res, "classes": list(classes)}, f, indent=2)
+    write_json(os.path.join(out_dir, "metrics.json"), {**res, "classes": list(classes)}, indent=2)
     written = [res[k] for k in ("bbox_results", "segm_results") if k in res]
     print(f"wrote {os.path.join(out_dir, 'metrics.json')}, " + ", ".join(written))
     return 0
@@ -531,7 +529,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     (``--task detection``)."""
     import torch
 
-    from gcnet.config import load_config
+    from gcnet.config import load_config, merge
     from gcnet.engine import train
     from gcnet.engine.logger import plot_curves
     from gcnet.models import create_model
@@ -552,6 +550,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in names:
         cfg = load_config(recipe, [*(args.set or []), f"model.name={name}",
                                    f"output.dir={os.path.join(output, name)}"])  # fmt: skip
+        if task == "detection" and cfg["data"]["dataset"] == "synthetic" and not cfg["data"]["root"]:
+            # both models read one copy of the synthetic COCO set, written once
+            cfg = merge(cfg, {"data": {"root": os.path.join(output, "synthetic_coco")}})
         print(f"\n=== {name} ===")
         s = train(cfg, progress=not args.no_progress)
         size = cfg["data"]["image_size"]

@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from gcnet.fileio import write_json
+
 from .datasets import BadImageError, _load_rgb
 
 __all__ = [
@@ -220,11 +222,7 @@ def write_synthetic_coco(root: str, num_images: int = 32, size: tuple[int, int] 
     data = {"images": images, "annotations": anns,
             "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
                            for i, n in enumerate(SYNTHETIC_COCO_CLASSES)]}  # fmt: skip
-    ann_file = os.path.join(root, "annotations", f"instances_{split}.json")
-    tmp = ann_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, ann_file)
+    ann_file = write_json(os.path.join(root, "annotations", f"instances_{split}.json"), data)
     return img_dir, ann_file
 
 

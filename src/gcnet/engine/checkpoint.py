@@ -9,31 +9,19 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from gcnet.fileio import atomic_write
+
 __all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "rng_state", "set_rng_state"]
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
-    _atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+    atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -49,7 +37,7 @@ def save_weights(state_dict: Mapping[str, torch.Tensor], path: str, metadata: di
     from safetensors.torch import save_file
 
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=metadata))
 
 
 def rng_state() -> dict[str, Any]:

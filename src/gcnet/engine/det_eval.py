@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from typing import Any
 
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from gcnet.fileio import write_json
 
 __all__ = ["STAT_NAMES", "to_coco_results", "coco_evaluate", "evaluate_detection"]
 
@@ -111,12 +112,7 @@ def evaluate_detection(
             stats = coco_evaluate(ds.coco, res, iou_type, sorted(set(seen)))
             metrics.update({f"{iou_type}_{k}": 100.0 * v if v >= 0 else v for k, v in stats.items()})
             if out_dir:
-                os.makedirs(out_dir, exist_ok=True)
-                path = os.path.join(out_dir, f"results_{iou_type}.json")
-                tmp = path + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump(res, f)
-                os.replace(tmp, path)
+                path = write_json(os.path.join(out_dir, f"results_{iou_type}.json"), res)
                 metrics[f"{iou_type}_results"] = path
         metrics["num_images"] = len(set(seen))
         metrics["num_detections"] = len(bbox)
