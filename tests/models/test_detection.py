@@ -200,3 +200,30 @@ def test_info_reports_the_backbone_overhead(capsys):
 
 def _params_of(name):
     return sum(p.numel() for p in gcnet.create_model(name).parameters())
+
+
+def test_coco_reader_names_bad_input(tmp_path):
+    img_dir, ann = write_synthetic_coco(str(tmp_path), 2, (48, 64), "val", seed=0)
+    with pytest.raises(FileNotFoundError, match="annotation file not found: .*nope.json"):
+        CocoDetection(img_dir, str(tmp_path / "nope.json"))
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        CocoDetection(str(tmp_path / "missing"), ann)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json is not a COCO instances file"):
+        CocoDetection(img_dir, str(bad))
+    data = json.load(open(ann))
+    data["images"][0]["width"] = 99  # disagrees with the file on disk
+    data["images"][1]["file_name"] = "gone.png"
+    data["annotations"][0]["category_id"] = 42
+    json.dump(data, open(tmp_path / "edited.json", "w"))
+    ds = CocoDetection(img_dir, str(tmp_path / "edited.json"))
+    with pytest.raises(ValueError, match=r"000000.png is 64x48 but .*edited.json says 99x48"):
+        ds[0]
+    with pytest.raises(FileNotFoundError, match="gone.png .* is missing"):
+        ds[1]
+    data["images"][0]["width"] = 64
+    json.dump(data, open(tmp_path / "edited.json", "w"))
+    with pytest.raises(ValueError, match="has unknown category 42"):
+        CocoDetection(img_dir, str(tmp_path / "edited.json"))[0]
+    assert not list(tmp_path.rglob("*.tmp*"))  # atomic writes leave no temp files behind
