@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from gcnet import create_model
 from gcnet.config import load_config
 from gcnet.data import build_classification_data, collate_skip_bad
-from gcnet.engine.trainer import autocast_ctx
+from gcnet.utils.device import autocast_ctx
 
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 

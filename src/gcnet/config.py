@@ -16,10 +16,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "parse_override", "flatten"]
+from gcnet.errors import ConfigError
+from gcnet.tasks import get_task
+
+__all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "parse_override", "flatten", "validate"]
 
 DEFAULTS: dict[str, Any] = {
-    "task": "classification",  # classification | segmentation | detection
+    "task": "classification",  # a name in gcnet.tasks.TASKS
     "model": {
         "name": "gc_resnet18",
         "pretrained": False,  # False | "torchvision" | path
@@ -114,10 +117,6 @@ DEFAULTS: dict[str, Any] = {
 _FREE_FORM = ("model.kwargs",)
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -210,7 +209,7 @@ def load_config(
         cfg = merge(cfg, data)
     for item in overrides:
         cfg = merge(cfg, parse_override(item))
-    _validate(cfg)
+    validate(cfg)
     return cfg
 
 
@@ -220,20 +219,9 @@ def _choice(cfg: Mapping[str, Any], key: str, choices: tuple) -> None:
         raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
 
 
-def _validate(cfg: Mapping[str, Any]) -> None:
-    _choice(cfg, "task", ("classification", "segmentation", "detection"))
-    if cfg["task"] == "detection":
-        _choice(cfg, "data.dataset", ("synthetic", "coco"))
-        if not cfg["model"]["name"].startswith(("maskrcnn", "fasterrcnn")):
-            name = cfg["model"]["name"]
-            raise ConfigError(f"task=detection needs a maskrcnn_* / fasterrcnn_* model, got {name!r}")
-    elif cfg["task"] == "segmentation":
-        _choice(cfg, "data.dataset", ("synthetic", "cityscapes", "voc", "ade20k"))
-        _choice(cfg, "eval.mode", ("whole", "slide"))
-        if cfg["eval"]["mode"] == "slide" and not (cfg["eval"]["crop_size"] and cfg["eval"]["stride"]):
-            raise ConfigError("eval.mode=slide needs eval.crop_size and eval.stride")
-    else:
-        _choice(cfg, "data.dataset", ("synthetic", "imagefolder", "cifar10", "cifar100"))
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Check a merged config (the task's own checks first); raise :class:`ConfigError`."""
+    get_task(cfg["task"]).validate(cfg)
     _choice(cfg, "optim.name", ("sgd", "adamw"))
     _choice(cfg, "sched.name", ("cosine", "step", "poly", "constant"))
     mi = cfg["train"]["max_iters"]
@@ -245,5 +233,3 @@ def _validate(cfg: Mapping[str, Any]) -> None:
         v = flatten(cfg)[key]
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"{key} must be a positive integer, got {v!r}")
-    if cfg["data"]["dataset"] not in ("synthetic", "cifar10", "cifar100") and not cfg["data"]["root"]:
-        raise ConfigError(f"data.root is required for data.dataset={cfg['data']['dataset']}")

@@ -121,7 +121,7 @@ def test_bf16_autocast_step():
     import torch
 
     from gcnet import create_model
-    from gcnet.engine.trainer import autocast_ctx
+    from gcnet.utils.device import autocast_ctx
 
     torch.manual_seed(0)
     # few RoIs: bf16 convolutions are slow on CPUs without native bf16

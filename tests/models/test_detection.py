@@ -11,7 +11,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import gcnet
 from gcnet.data.coco import AspectRatioBatchSampler, CocoDetection, write_synthetic_coco
-from gcnet.engine.det_eval import coco_evaluate, to_coco_results
+from gcnet.tasks.det_eval import coco_evaluate, to_coco_results
 from gcnet.layers import GlobalContextBlock
 from gcnet.layers.sync_bn import SyncBatchNorm
 from gcnet.models.detection import resnet_fpn

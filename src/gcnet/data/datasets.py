@@ -103,3 +103,10 @@ def build_classification_data(cfg: Mapping[str, Any], split: str) -> tuple[Datas
     root = os.path.join(d["root"], sub)
     ds = ImageFolderChecked(root, tf, skip_bad_images=bool(d["skip_bad_images"]))
     return ds, list(ds.classes)
+
+
+def load_image(path: str) -> Image.Image:
+    """A user's image file as RGB; a missing file is a :class:`FileNotFoundError` naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    return _load_rgb(path)

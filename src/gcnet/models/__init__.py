@@ -1,8 +1,13 @@
 """Backbones and task models."""
 
-from .registry import create_model, list_models, model_config, register_model
+from .detection import DETECTORS, create_detector
+from .registry import create_model, list_models, model_config, model_family, register_family, register_model
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet
+from .segmentation import SEGMENTORS, create_segmentor
 from .weights import load_checkpoint_file, load_pretrained, load_state_dict_checked
+
+register_family("segmentor", SEGMENTORS, create_segmentor)
+register_family("detector", DETECTORS, create_detector)
 
 __all__ = [
     "POSITIONS",
@@ -17,5 +22,7 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_checked",
     "model_config",
+    "model_family",
+    "register_family",
     "register_model",
 ]

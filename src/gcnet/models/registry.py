@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -22,8 +22,9 @@ from torch import nn
 from gcnet.layers import GlobalContextBlock, NonLocalBlock, SqueezeExcitation
 
 from .resnet import BasicBlock, Bottleneck, PluginSpec, ResNet
+from .weights import TORCHVISION_ARCH, load_pretrained
 
-__all__ = ["create_model", "list_models", "register_model", "model_config"]
+__all__ = ["create_model", "list_models", "model_family", "register_family", "register_model", "model_config"]
 
 _ARCHS: dict[str, dict[str, Any]] = {
     "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
@@ -38,10 +39,11 @@ _ARCHS: dict[str, dict[str, Any]] = {
     "resnet101_v1c": dict(block=Bottleneck, layers=(3, 4, 23, 3), deep_stem=True),
 }
 
-# torchvision's name for an arch's ImageNet weights (the plain parts of every variant)
-TORCHVISION_ARCH = {k: k for k in _ARCHS if not k.endswith("_v1c") and k != "resnext101_32x4d"}
+assert set(TORCHVISION_ARCH) <= set(_ARCHS)
 
 _MODELS: dict[str, dict[str, Any]] = {}
+# families of models built on the ResNets (segmentors, detectors): name -> (specs, builder)
+_FAMILIES: dict[str, tuple[Mapping[str, Any], Callable[..., nn.Module]]] = {}
 _PLUGIN_KEYS = ("plugin", "stages", "position", "indices")
 
 
@@ -68,11 +70,25 @@ register_model("nl_resnet50", "resnet50", "nl", stages=("c4",), indices={"c4": [
 register_model("gc_resnet50_c4", "resnet50", "gc", stages=("c4",), ratio=1 / 16)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    from .detection import DETECTORS
-    from .segmentation import SEGMENTORS
+def register_family(family: str, specs: Mapping[str, Any], builder: Callable[..., nn.Module]) -> None:
+    """Register the models named by the keys of ``specs`` (a live mapping), all built by
+    ``builder(name, pretrained=..., **overrides)``; ``family`` names them (``"segmentor"``)."""
+    if family in _FAMILIES or family == "resnet":
+        raise ValueError(f"model family {family!r} is already registered")
+    _FAMILIES[family] = (specs, builder)
 
-    return sorted(n for n in (*_MODELS, *SEGMENTORS, *DETECTORS) if fnmatch.fnmatch(n, pattern))
+
+def model_family(name: str) -> str | None:
+    """``"resnet"`` for the backbones of this module, the family a builder was registered
+    with (``"segmentor"``, ``"detector"``), or None for an unknown name."""
+    if name in _MODELS:
+        return "resnet"
+    return next((fam for fam, (specs, _) in _FAMILIES.items() if name in specs), None)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    names = [*_MODELS, *(n for specs, _ in _FAMILIES.values() for n in specs)]
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
 def _block_params(block: str) -> set[str]:
@@ -134,21 +150,14 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
             ours or an official GCNet / mmdetection one.
         **overrides: see the module docstring.
     """
-    from .segmentation import SEGMENTORS, create_segmentor
-
-    if name in SEGMENTORS:
-        return create_segmentor(name, pretrained=pretrained, **overrides)
-    from .detection import DETECTORS, create_detector
-
-    if name in DETECTORS:
-        return create_detector(name, pretrained=pretrained, **overrides)
+    for specs, builder in _FAMILIES.values():
+        if name in specs:
+            return builder(name, pretrained=pretrained, **overrides)
     cfg = model_config(name, **overrides)
     arch = cfg.pop("_arch")
     model = ResNet(**cfg)
     model.model_name = name
     model.arch = arch
     if pretrained:
-        from .weights import load_pretrained
-
         load_pretrained(model, pretrained, arch=arch)
     return model

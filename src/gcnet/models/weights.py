@@ -21,6 +21,10 @@ __all__ = ["load_checkpoint_file", "load_pretrained", "load_state_dict_checked"]
 
 log = logging.getLogger(__name__)
 
+# the archs torchvision publishes ImageNet weights for (its names are ours)
+TORCHVISION_ARCH = {k: k for k in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                                   "resnext50_32x4d", "resnext101_64x4d")}  # fmt: skip
+
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` file loaded
@@ -93,8 +97,6 @@ def load_state_dict_checked(
 
 def _torchvision_state_dict(arch: str, weights: str | None) -> dict[str, torch.Tensor]:
     import torchvision
-
-    from .registry import TORCHVISION_ARCH
 
     if arch not in TORCHVISION_ARCH:
         raise ValueError(f"torchvision has no ImageNet weights for {arch!r}")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .attention import BlockRecord
 
-__all__ = ["plot_attention", "plot_query_maps", "plot_cosine", "stage_of"]
+__all__ = ["plot_attention", "plot_confusion", "plot_query_maps", "plot_cosine", "stage_of"]
 
 
 def _plt():
@@ -112,6 +112,26 @@ def plot_cosine(rows: list[dict[str, Any]], path: str) -> str:
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(cm: torch.Tensor, classes: list[str], path: str) -> str:
+    """The confusion matrix (rows true, columns predicted) with counts for <= 30 classes."""
+    plt = _plt()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(4, 0.5 * n + 2)))
+    ax.imshow(cm.numpy(), cmap="Blues")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from gcnet.utils.device import autocast_ctx
+from gcnet.utils.progress import progress_bar
 
-from . import distributed as du
+from gcnet.utils import distributed as du
 
 __all__ = [
     "confusion_matrix",
@@ -143,15 +144,13 @@ def evaluate_segmentation(
 ) -> dict[str, Any]:
     """mIoU etc. (see :func:`metrics_from_confusion`) and the mean per-pixel NLL of the
     predicted probabilities, over every batch of ``loader``; reduced across ranks."""
-    from .trainer import autocast_ctx
-
     e = dict(eval_cfg or {})
     kw = dict(mode=e.get("mode", "whole"), crop_size=e.get("crop_size"), stride=e.get("stride"),
               scales=tuple(e.get("scales") or (1.0,)), flip=bool(e.get("flip", False)))  # fmt: skip
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     loss = torch.zeros(2, dtype=torch.float64, device=device)
-    for images, masks, _ in tqdm(loader, desc="eval", leave=False, disable=not progress):
+    for images, masks, _ in progress_bar(loader, progress, desc="eval"):
         if images is None:
             continue
         images = images.to(device, non_blocking=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from gcnet.engine.seg_eval import confusion_matrix, metrics_from_confusion, predict_probs, slide_logits
+from gcnet.tasks.seg_eval import confusion_matrix, metrics_from_confusion, predict_probs, slide_logits
 
 
 def test_confusion_matrix_and_miou_by_hand():

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from gcnet.utils.device import autocast_ctx
+from gcnet.utils.progress import progress_bar
 
 from gcnet.fileio import write_json
 
@@ -79,12 +80,10 @@ def evaluate_detection(
     Returns ``bbox_AP``, ``bbox_AP50``, ... (and ``segm_*`` for Mask R-CNN), in %."""
     import torch.distributed as dist
 
-    from .trainer import autocast_ctx
-
     ds = loader.dataset
     model.eval()
     bbox, segm, seen = [], [], []
-    for images, targets, _ in tqdm(loader, desc="eval", leave=False, disable=not progress):
+    for images, targets, _ in progress_bar(loader, progress, desc="eval"):
         images = [im.to(device, non_blocking=True) for im in images]
         with autocast_ctx(device, amp):
             outputs = model(images)

@@ -1,0 +1,170 @@
+"""``gcnet analyze``: attention maps, the paper's cosine-distance study, complexity tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ._common import load_trained, parse_model_overrides
+
+
+def analysis_model(args: argparse.Namespace):
+    """(model, data config or None): a gcnet training checkpoint (its config builds the
+    model), or ``--model NAME`` with optional weights (``--checkpoint`` path / 'torchvision')."""
+    from gcnet.engine.checkpoint import load_checkpoint
+    from gcnet.models import create_model, load_checkpoint_file
+
+    ckpt = getattr(args, "checkpoint", None)
+    if ckpt and ckpt.endswith((".pth", ".pt")):
+        ck = load_checkpoint(ckpt)
+        if isinstance(ck, dict) and "config" in ck and "classes" in ck:
+            model, cfg, _, task = load_trained(ckpt)
+            data = dict(cfg["data"])
+            data["image_size"] = task.analysis_size(cfg, args.size)
+            return model, data
+    if not args.model:
+        raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
+    kw = parse_model_overrides(getattr(args, "set", None))
+    if ckpt and ckpt != "torchvision" and "num_classes" not in kw:
+        sd = load_checkpoint_file(ckpt)
+        if "fc.weight" in sd:
+            kw["num_classes"] = sd["fc.weight"].shape[0]
+    model = create_model(args.model, pretrained=ckpt or False, **kw).eval()
+    return model, None
+
+
+def image_batch(paths: list[str], size: int, data_cfg=None):
+    """(normalised batch, list of uint8 HxWx3 arrays as shown) for image files."""
+    import numpy as np
+    import torch
+    from torchvision.transforms import v2
+
+    from gcnet.data.datasets import load_image
+
+    mean = data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]
+    std = data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]
+    if data_cfg:
+        size = data_cfg["image_size"]
+    shown_tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    xs, shown = [], []
+    for p in paths:
+        img = shown_tf(load_image(p))
+        shown.append(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
+        xs.append(norm(img))
+    return torch.stack(xs), shown
+
+
+def _complexity(args: argparse.Namespace) -> int:
+    from gcnet.tools.ablation import complexity_table, write_table
+
+    rows = complexity_table(args.size, 0 if args.no_latency else args.repeats)
+    md, csv_path = write_table(rows, args.output)
+    print(open(md).read())
+    print(f"wrote {md} and {csv_path}")
+    return 0
+
+
+def _attention(args: argparse.Namespace, model, data_cfg) -> int:
+    import torch
+
+    from gcnet.tools.attention import AttentionRecorder
+    from gcnet.tools.visualize import plot_attention, plot_query_maps
+
+    if not args.images:
+        raise ValueError("analyze attention needs at least one IMAGE")
+    x, shown = image_batch(args.images, args.size, data_cfg)
+    with AttentionRecorder(model) as rec, torch.no_grad():
+        model(x)
+    records = list(rec.records.values())
+    for i, path in enumerate(args.images):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        f = plot_attention(shown[i], records, i, os.path.join(args.output, f"{stem}_attention.png"))
+        print(f"wrote {f}")
+        for r in records:
+            if r.kind == "nl":
+                q = os.path.join(args.output, f"{stem}_{r.name.replace('.', '_')}_queries.png")
+                print(f"wrote {plot_query_maps(shown[i], r, i, q, args.queries)}")
+    return 0
+
+
+def _cosine_inputs(args: argparse.Namespace, data_cfg):
+    import torch
+
+    from gcnet.data.datasets import IMG_EXTENSIONS
+
+    if args.data:
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(args.data) for f in fs
+                       if f.lower().endswith(IMG_EXTENSIONS))[: args.num_images]  # fmt: skip
+        if not files:
+            raise FileNotFoundError(f"no images under {args.data}")
+        return image_batch(files, args.size, data_cfg)[0]
+    from gcnet.data import SyntheticContext
+
+    size = data_cfg["image_size"] if data_cfg else args.size
+    ds = SyntheticContext(args.num_images, size, split="val")
+    mean = torch.tensor(data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor(data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]).view(3, 1, 1)
+    return torch.stack([(ds[i][0].float() / 255 - mean) / std for i in range(len(ds))])
+
+
+def _cosine(args: argparse.Namespace, model, data_cfg) -> int:
+    """The paper's query-independence study: distances between query positions, per stage."""
+    import csv
+
+    import torch
+
+    from gcnet.tools.attention import AttentionRecorder, query_independence
+    from gcnet.tools.visualize import plot_cosine, stage_of
+
+    x = _cosine_inputs(args, data_cfg)
+    with AttentionRecorder(model, keep_features=True) as rec, torch.no_grad():
+        for chunk in x.split(args.batch_size):
+            model(chunk)
+    stages: dict[str, list[dict]] = {}
+    for n, r in rec.records.items():
+        stages.setdefault(stage_of(n), []).append(query_independence(r))
+    rows = [{"stage": st, "blocks": len(vs), **{k: sum(v[k] for v in vs) / len(vs) for k in vs[0]}}
+            for st, vs in stages.items()]  # fmt: skip
+    print(f"mean pairwise cosine distance (1 - cos) / 2 over query positions, {x.shape[0]} images\n")
+    print("| stage | blocks | input | output | attention | attention JS div |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['blocks']} | {r['input']:.4f} | {r['output']:.4f} | "
+              f"{r['attention']:.6f} | {r['attention_js']:.6f} |")  # fmt: skip
+    csv_path = os.path.join(args.output, "cosine.csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    png = plot_cosine(rows, os.path.join(args.output, "cosine.png"))
+    print(f"\nwrote {csv_path} and {png}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    os.makedirs(args.output, exist_ok=True)
+    if args.what == "complexity":
+        return _complexity(args)
+    model, data_cfg = analysis_model(args)
+    if args.what == "attention":
+        return _attention(args, model, data_cfg)
+    return _cosine(args, model, data_cfg)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("analyze", help="attention maps, the cosine-distance study, complexity tables")
+    p.add_argument("what", choices=("attention", "cosine", "complexity"), help="which analysis")
+    p.add_argument("images", nargs="*", help="images (attention)")
+    p.add_argument("--model", default=None, help="registered model name")
+    p.add_argument("--checkpoint", default=None, help="training checkpoint, weights file or 'torchvision'")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option, e.g. ratio=0.25")
+    p.add_argument("--data", default=None, help="folder of images (cosine; default: the synthetic set)")
+    p.add_argument("--num-images", type=int, default=8, help="cosine: images to analyse")
+    p.add_argument("--batch-size", type=int, default=4, help="cosine: images per forward pass")
+    p.add_argument("--size", type=int, default=224, help="input size (a training checkpoint's own wins)")
+    p.add_argument("--queries", type=int, default=4, help="NL query points to show")
+    p.add_argument("--repeats", type=int, default=3, help="latency repeats (complexity)")
+    p.add_argument("--no-latency", action="store_true", help="complexity: skip the latency column")
+    p.add_argument("--output", "-o", default="runs/analyze", help="output folder (default runs/analyze)")
+    p.set_defaults(fn=run)

@@ -1,0 +1,49 @@
+"""``gcnet blocks``: the block family on one sample input."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import parse_shape
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parameters, FLOPs, forward time and identity-at-init of every block on one input."""
+    import torch
+
+    from gcnet.layers import create_block
+    from gcnet.tools.complexity import count_flops, count_params
+    from gcnet.tools.profiling import median_time
+
+    torch.manual_seed(0)
+    shape = args.shape
+    x = torch.randn(shape)
+    c = shape[1]
+    rows = [
+        ("GC r16 (att, add)", create_block("gc", c, ratio=1 / 16)),
+        ("GC r4 (att, add)", create_block("gc", c, ratio=1 / 4)),
+        ("GC r16 (att, add+mul)", create_block("gc", c, fusion=("add", "mul"))),
+        ("GC r16 (avg, add)", create_block("gc", c, pooling="avg")),
+        ("SNL", create_block("snl", c)),
+        ("SE r16 (avg, mul)", create_block("se", c)),
+        ("NL (embedded gaussian)", create_block("nl", c)),
+        ("NL (sub-sampled)", create_block("nl", c, sub_sample=True)),
+    ]
+    print(f"Block family on input {tuple(shape)} (float32, {torch.get_num_threads()} threads)\n")
+    print(f"{'block':<24} {'params':>10} {'GFLOPs':>9} {'fwd ms':>9} {'out == x at init':>17}")
+    for name, blk in rows:
+        blk.eval()
+        with torch.no_grad():
+            same = torch.equal(blk(x), x)
+            ms = median_time(lambda b=blk: b(x), repeats=args.repeats)
+        flops = count_flops(blk, x)
+        print(f"{name:<24} {count_params(blk):>10,} {flops / 1e9:>9.4f} {ms:>9.2f} {str(same):>17}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("blocks", help="compare the block family on a sample input")
+    p.add_argument("--shape", type=parse_shape, default=(8, 256, 28, 28), metavar="NxCxHxW",
+                   help="input shape: N x C x 1-3 spatial dims (default 8x256x28x28)")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=10, help="timed forward passes per block (median)")
+    p.set_defaults(fn=run)

@@ -1,0 +1,230 @@
+"""The task interface: everything that differs between classification, segmentation,
+detection (and any task added later), so that the training loop (:mod:`gcnet.engine`) and
+the command line (:mod:`gcnet.cli`) never name a task.
+
+A task is a plain object with hooks in four groups, called in this order by a training run:
+
+1. config: :meth:`Task.validate` (called by :func:`gcnet.config.load_config`) and
+   :meth:`Task.data_root_overrides` (what ``--data ROOT`` means);
+2. data and model: :meth:`Task.build_data`, :attr:`Task.collate_fn`,
+   :meth:`Task.train_batches`, :meth:`Task.build_model`;
+3. the step: :meth:`Task.batch_transform`, :meth:`Task.move_batch`, :meth:`Task.forward`,
+   :meth:`Task.loss`;
+4. evaluation and reporting: :meth:`Task.evaluate`, :meth:`Task.val_metrics`,
+   :attr:`Task.metric` (which picks ``best.pth``), :meth:`Task.epoch_summary`,
+   :meth:`Task.report_eval` (``gcnet eval``), :meth:`Task.predict` /
+   :meth:`Task.format_predictions` (``gcnet predict``), :attr:`Task.demo` (``gcnet demo``)
+   and :meth:`Task.complexity` (``gcnet info``).
+
+The defaults below are those of a dense-tensor task (images and targets collated into
+tensors, a model called on the images alone); a task overrides what differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from gcnet.data import collate_skip_bad
+from gcnet.errors import ConfigError
+from gcnet.models import create_model
+
+__all__ = ["DemoSpec", "Task", "check_choice"]
+
+
+def check_choice(cfg: Mapping[str, Any], key: str, choices: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` unless the dotted ``key`` of ``cfg`` is one of ``choices``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """What ``gcnet demo --task NAME`` trains: a packaged recipe, the models it compares
+    (plain first), and the default output folder."""
+
+    recipe: str
+    models: tuple[str, ...]
+    output: str
+
+
+class Task:
+    """Base class of the tasks; see the module docstring for the order of the hooks."""
+
+    name: str = ""
+    #: ``data.dataset`` values the task reads
+    datasets: tuple[str, ...] = ()
+    #: those that need no ``data.root`` (generated, or downloaded to a default folder)
+    rootless_datasets: tuple[str, ...] = ("synthetic",)
+    #: the validation metric that picks ``best.pth`` (a key of :meth:`evaluate`'s result)
+    metric: str = ""
+    #: how the metric is called in printed summaries
+    metric_label: str = ""
+    demo: DemoSpec | None = None
+    #: whether ``--skip-bad-images`` applies to this task's data
+    skips_bad_images: bool = False
+
+    # -- config -----------------------------------------------------------------------
+    def validate(self, cfg: Mapping[str, Any]) -> None:
+        """Task-specific checks of a loaded config; raise :class:`ConfigError`."""
+        check_choice(cfg, "data.dataset", self.datasets)
+        if cfg["data"]["dataset"] not in self.rootless_datasets and not cfg["data"]["root"]:
+            raise ConfigError(f"data.root is required for data.dataset={cfg['data']['dataset']}")
+
+    def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
+        """The config update that ``--data ROOT`` stands for: the root of the recipe's own
+        dataset (a recipe on the embedded synthetic set switches to the task's file format)."""
+        return {"data": {"root": root}}
+
+    # -- data and model ---------------------------------------------------------------
+    def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
+        """(dataset, class names) for ``split`` in {"train", "val"}."""
+        raise NotImplementedError
+
+    #: the DataLoader's collate function; batches are ``(inputs, targets, n_skipped)``
+    collate_fn: Callable = staticmethod(collate_skip_bad)
+
+    def train_batches(self, ds: Dataset, batch_size: int, seed: int, world: int, rank: int) -> dict[str, Any]:
+        """DataLoader arguments that shard and shuffle the training set; the sampler must
+        have ``set_epoch``. Default: a :class:`DistributedSampler`, incomplete batches dropped."""
+        sampler = DistributedSampler(
+            ds, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        return {"batch_size": batch_size, "sampler": sampler, "drop_last": True}
+
+    def too_small_message(self, ds: Dataset, batch_size: int) -> str:
+        """Why an epoch has no step."""
+        return f"the training set ({len(ds)} images) is smaller than one batch ({batch_size})"
+
+    def val_batch_size(self, cfg: Mapping[str, Any], per_rank: int) -> int:
+        return per_rank
+
+    def model_classes(self, num_classes: int) -> int:
+        """The model's output classes for ``num_classes`` classes in the data."""
+        return num_classes
+
+    def build_model(self, cfg: Mapping[str, Any], num_classes: int, pretrained=None) -> nn.Module:
+        """The config's model for the data's ``num_classes`` (``pretrained`` overrides
+        ``model.pretrained``)."""
+        m = cfg["model"]
+        pre = m["pretrained"] if pretrained is None else pretrained
+        n = self.model_classes(num_classes)
+        kw = dict(m["kwargs"])
+        if "num_classes" in kw and int(kw.pop("num_classes")) != n:
+            # the data decides; a recipe may state it only if it agrees
+            raise ValueError(
+                f"model.kwargs.num_classes={m['kwargs']['num_classes']} but the data gives {n} classes"
+                + (" (with background)" if n != num_classes else "")
+                + "; drop model.kwargs.num_classes"
+            )
+        return create_model(m["name"], pretrained=pre or False, num_classes=n, **kw)
+
+    # -- the step ---------------------------------------------------------------------
+    def batch_transform(self, cfg: Mapping[str, Any], num_classes: int) -> Callable | None:
+        """A transform of a whole training batch ``(inputs, targets) -> (inputs, targets)``
+        applied on the device (MixUp / CutMix), or None."""
+        return None
+
+    def move_batch(self, inputs, targets, device: torch.device, channels_last: bool = False):
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets
+
+    def forward(self, model: nn.Module, inputs, targets):
+        """The training forward pass (a detector also takes the targets)."""
+        return model(inputs)
+
+    def loss(self, cfg: Mapping[str, Any], output, targets) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- evaluation and reporting -----------------------------------------------------
+    def evaluate(
+        self,
+        cfg: Mapping[str, Any],
+        model: nn.Module,
+        loader,
+        device: torch.device,
+        num_classes: int,
+        amp: str = "none",
+        channels_last: bool = False,
+        progress: bool = False,
+        out_dir: str | None = None,
+    ) -> dict[str, Any]:
+        """Metrics over ``loader`` (this rank's share), reduced across DDP ranks."""
+        raise NotImplementedError
+
+    def val_metrics(self, result: Mapping[str, Any], num_classes: int) -> dict[str, float]:
+        """The scalars of an evaluation that go into the training log (``val_*`` keys)."""
+        out = {f"val_{self.metric}": result[self.metric]}
+        if "loss" in result:
+            out["val_loss"] = result["loss"]
+        return out
+
+    def epoch_summary(self, row: Mapping[str, Any]) -> str:
+        """The validation part of the one-line epoch summary (empty when not evaluated)."""
+        if f"val_{self.metric}" not in row:
+            return ""
+        return f", val {self.metric_label} {row[f'val_{self.metric}']:.2f}%"
+
+    def report_eval(self, result: dict[str, Any], cfg: Mapping[str, Any], classes: Sequence[str],
+                    out_dir: str, num_images: int) -> None:  # fmt: skip
+        """Print an evaluation (``gcnet eval``) and write ``metrics.json`` and friends."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, cfg: Mapping[str, Any], classes: Sequence[str],
+                paths: Sequence[str], options: Mapping[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+        """Predictions on image files (``gcnet predict``), one JSON-able dict per file;
+        ``options``: ``topk``, ``score_threshold``, ``output`` (a folder for images)."""
+        raise NotImplementedError
+
+    def format_predictions(self, results: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    # -- demo and model information -----------------------------------------------------
+    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
+        """Adjust a demo model's config (e.g. share one copy of generated data)."""
+        return cfg
+
+    def demo_input(self, cfg: Mapping[str, Any]):
+        """One input of the demo's size, for counting FLOPs."""
+        size = cfg["data"]["image_size"]
+        return torch.randn(1, 3, size, size)
+
+    def demo_note(self, row: Mapping[str, Any]) -> str:
+        """Extra text beside the demo's final metric (e.g. the mask AP)."""
+        return ""
+
+    def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
+        """The input size for the analysis tools on a trained model: the training size."""
+        return int(cfg["data"]["image_size"])
+
+    def owns_model(self, name: str) -> bool:
+        """Whether ``name`` (a registered model) is one of this task's models."""
+        return False
+
+    def plain_model(self, name: str, build: Callable[..., nn.Module], overrides: Mapping[str, Any]):
+        """(plain model, its description) to compare ``name`` with in ``gcnet info``: the
+        same network without context blocks, or (None, None)."""
+        return None, None
+
+    def complexity(self, model: nn.Module, plain: nn.Module | None, x: torch.Tensor) -> dict[str, Any]:
+        """Parameters and FLOPs of ``model`` (and ``plain``) on ``x`` for ``gcnet info``;
+        ``notes``: lines that say what was counted."""
+        from gcnet.tools.complexity import count_flops, count_params
+
+        with torch.no_grad():
+            out = {"params": count_params(model), "flops": count_flops(model, x), "notes": []}
+            if plain is not None:
+                out.update(plain_params=count_params(plain), plain_flops=count_flops(plain, x))
+        return out

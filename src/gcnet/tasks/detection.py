@@ -1,0 +1,182 @@
+"""Object detection and instance segmentation: torchvision's Mask R-CNN / Faster R-CNN on
+GC-ResNet-FPN, COCO data (and the synthetic COCO set) with aspect-ratio batches, the
+detector's own losses, pycocotools bbox / segm AP (:mod:`gcnet.tasks.det_eval`), and boxes
+and masks drawn on image files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gcnet.data.coco import AspectRatioBatchSampler, build_detection_data, collate_detection
+from gcnet.data.datasets import load_image
+from gcnet.errors import ConfigError
+from gcnet.fileio import write_json
+from gcnet.models import model_family
+
+from .base import DemoSpec, Task
+from .det_eval import STAT_NAMES, evaluate_detection
+
+__all__ = ["DetectionTask"]
+
+
+class DetectionTask(Task):
+    name = "detection"
+    datasets = ("synthetic", "coco")
+    metric = "bbox_AP"
+    metric_label = "bbox AP"
+    demo = DemoSpec("demo_detection.yaml", ("maskrcnn_r18_fpn", "maskrcnn_gc_r18_fpn"), "runs/demo_det")
+    collate_fn = staticmethod(collate_detection)
+
+    def validate(self, cfg: Mapping[str, Any]) -> None:
+        super().validate(cfg)
+        name = cfg["model"]["name"]
+        if not name.startswith(("maskrcnn", "fasterrcnn")) or model_family(name) not in ("detector", None):
+            raise ConfigError(f"task=detection needs a maskrcnn_* / fasterrcnn_* model, got {name!r}")
+
+    def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
+        return {"data": {"dataset": "coco", "root": root}}
+
+    def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
+        return build_detection_data(cfg, split)
+
+    def train_batches(self, ds, batch_size: int, seed: int, world: int, rank: int) -> dict[str, Any]:
+        return {
+            "batch_sampler": AspectRatioBatchSampler(ds.aspect_ratios(), batch_size, True, seed, world, rank)
+        }
+
+    def too_small_message(self, ds, batch_size: int) -> str:
+        ratios = ds.aspect_ratios()
+        wide = sum(r >= 1 for r in ratios)
+        return (
+            f"no aspect-ratio group of the training set fills one batch of {batch_size} per process: "
+            f"{wide} landscape and {len(ratios) - wide} portrait images (batches never mix the two); "
+            "lower train.batch_size or add images"
+        )
+
+    def val_batch_size(self, cfg: Mapping[str, Any], per_rank: int) -> int:
+        return int(cfg["eval"]["batch_size"])
+
+    def model_classes(self, num_classes: int) -> int:
+        return num_classes + 1  # torchvision's detectors count the background
+
+    def move_batch(self, inputs, targets, device: torch.device, channels_last: bool = False):
+        inputs = [im.to(device, non_blocking=True) for im in inputs]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        return inputs, targets
+
+    def forward(self, model, inputs, targets):
+        return model(inputs, targets)
+
+    def loss(self, cfg: Mapping[str, Any], output, targets) -> torch.Tensor:
+        return sum(output.values())  # torchvision's detectors return their losses
+
+    def evaluate(self, cfg, model, loader, device, num_classes, amp="none", channels_last=False,
+                 progress=False, out_dir=None) -> dict[str, Any]:  # fmt: skip
+        return evaluate_detection(model, loader, device, amp, out_dir=out_dir, progress=progress)
+
+    def val_metrics(self, result: Mapping[str, Any], num_classes: int) -> dict[str, float]:
+        return {f"val_{k}": v for k, v in result.items()
+                if k.startswith(("bbox_", "segm_")) and not k.endswith("_results")}  # fmt: skip
+
+    def epoch_summary(self, row: Mapping[str, Any]) -> str:
+        if "val_bbox_AP" not in row:
+            return ""
+        msg = f", val bbox AP {row['val_bbox_AP']:.2f}"
+        if "val_segm_AP" in row:
+            msg += f", segm AP {row['val_segm_AP']:.2f}"
+        return msg
+
+    def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
+        print(f"{result['num_images']} images, {result['num_detections']} detections "
+              "(COCO AP, %; -1 = no such objects)")  # fmt: skip
+        print(f"  {'':<6}" + "".join(f"{k:>8}" for k in STAT_NAMES))
+        for t in ("bbox", "segm"):
+            if f"{t}_AP" in result:
+                print(f"  {t:<6}" + "".join(f"{result[f'{t}_{k}']:8.2f}" for k in STAT_NAMES))
+        metrics = write_json(os.path.join(out_dir, "metrics.json"), {**result, "classes": list(classes)},
+                             indent=2)  # fmt: skip
+        written = [result[k] for k in ("bbox_results", "segm_results") if k in result]
+        print(f"wrote {metrics}, " + ", ".join(written))
+
+    def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
+        """Boxes, labels, scores and masks drawn on each image, as PNG."""
+        from PIL import Image
+        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+        out_dir = options.get("output") or "predictions"
+        threshold = float(options.get("score_threshold", 0.5))
+        os.makedirs(out_dir, exist_ok=True)
+        results = []
+        for path in paths:
+            img = torch.from_numpy(np.asarray(load_image(path)).copy()).permute(2, 0, 1)
+            with torch.no_grad():
+                det = model([img.float() / 255])[0]
+            keep = det["scores"] >= threshold
+            boxes, labels, scores = det["boxes"][keep], det["labels"][keep], det["scores"][keep]
+            canvas = img
+            if "masks" in det and keep.any():
+                canvas = draw_segmentation_masks(canvas, det["masks"][keep][:, 0] > 0.5, alpha=0.45)
+            names = [f"{classes[int(c) - 1]} {float(s):.2f}" for c, s in zip(labels, scores)]
+            if len(boxes):
+                canvas = draw_bounding_boxes(canvas, boxes, names, colors="yellow", width=2)
+            png = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_det.png")
+            Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(png)
+            dets = [{"class": classes[int(c) - 1], "score": float(s),
+                     "box_xyxy": [round(float(v), 1) for v in b]}
+                    for b, c, s in zip(boxes, labels, scores)]  # fmt: skip
+            results.append({"image": path, "output": png, "detections": dets})
+        return results
+
+    def format_predictions(self, results: Sequence[Mapping[str, Any]], options) -> str:
+        threshold = float(options.get("score_threshold", 0.5))
+        lines = []
+        for r in results:
+            lines.append(f"{r['image']}: {len(r['detections'])} detections (score >= {threshold})")
+            lines += [f"  {d['score']:.2f}  {d['class']:<20} {d['box_xyxy']}" for d in r["detections"][:20]]
+            lines.append(f"  wrote {r['output']}")
+        return "\n".join(lines)
+
+    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
+        if cfg["data"]["dataset"] == "synthetic" and not cfg["data"]["root"]:
+            # every model reads one copy of the synthetic COCO set, written once
+            cfg = {**cfg, "data": {**cfg["data"], "root": os.path.join(output, "synthetic_coco")}}
+        return cfg
+
+    def demo_input(self, cfg: Mapping[str, Any]):
+        size = cfg["data"]["image_size"]
+        return [torch.rand(3, size, size * 4 // 3)]  # one landscape image
+
+    def demo_note(self, row: Mapping[str, Any]) -> str:
+        return f" (mask AP {row['val_segm_AP']:.2f})" if "val_segm_AP" in row else ""
+
+    def owns_model(self, name: str) -> bool:
+        return model_family(name) == "detector"
+
+    def plain_model(self, name, build, overrides):
+        plain = name.replace("_gc_", "_").removesuffix("_r4")
+        if plain == name:
+            return None, None
+        return build(plain).eval(), plain
+
+    def complexity(self, model, plain, x) -> dict[str, Any]:
+        """Backbone + FPN on the image as the detector resizes and pads it; the RPN and RoI
+        heads are the same in both models and their cost follows the proposals."""
+        from gcnet.tools.complexity import count_flops, count_params
+
+        with torch.no_grad():
+            x = model.transform([x[0]])[0].tensors  # the model's own resize (min_size / max_size)
+            out = {"params": count_params(model), "flops": count_flops(model.backbone, x)}
+            if plain is not None:
+                out.update(plain_params=count_params(plain), plain_flops=count_flops(plain.backbone, x))
+        size = tuple(x.shape[-2:])
+        out["notes"] = [
+            f"GFLOPs: backbone + FPN on the resized, padded {size} image; the RPN and RoI heads, the",
+            "same in both models (their cost follows the proposals and detections), are not counted",
+        ]
+        return out
