@@ -101,10 +101,16 @@ def _names_a_task(path: Path) -> list[str]:
             consts = [n for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in TASK_NAMES]
             if consts:
                 hits.append(f"{path.name}:{node.lineno} compares with {consts[0].value!r}")
-        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "task":
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and node.slice.value == "task"
+        ):
             hits.append(f"{path.name}:{node.lineno} reads ['task']")
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "task"):  # fmt: skip
+        is_get = (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+        )
+        if is_get and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "task":
             hits.append(f"{path.name}:{node.lineno} reads .get('task')")
     return hits
 

@@ -10,7 +10,7 @@ from .layers import (
     create_block,
     list_blocks,
 )
-from .models import create_model, list_models
+from .models import add_context_blocks, create_model, inserted_blocks, list_models, remove_context_blocks
 
 __version__ = "0.1.0"
 
@@ -22,8 +22,11 @@ __all__ = [
     "SimplifiedNonLocalBlock",
     "SqueezeExcitation",
     "__version__",
+    "add_context_blocks",
     "create_block",
     "create_model",
+    "inserted_blocks",
     "list_models",
     "list_blocks",
+    "remove_context_blocks",
 ]

@@ -16,10 +16,21 @@ from typing import Any
 
 import yaml
 
+from gcnet.config_schema import check_combinations, check_ranges, check_types
 from gcnet.errors import ConfigError
 from gcnet.tasks import get_task
 
-__all__ = ["DEFAULTS", "ConfigError", "load_config", "merge", "parse_override", "flatten", "validate"]
+__all__ = [
+    "DEFAULTS",
+    "ConfigError",
+    "find_recipe",
+    "list_recipes",
+    "load_config",
+    "merge",
+    "parse_override",
+    "flatten",
+    "validate",
+]
 
 DEFAULTS: dict[str, Any] = {
     "task": "classification",  # a name in gcnet.tasks.TASKS
@@ -27,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
         "name": "gc_resnet18",
         "pretrained": False,  # False | "torchvision" | path
         "kwargs": {},  # free-form overrides for gcnet.create_model
+        # free-form: context blocks put into any model (tv:NAME / timm:NAME included) by
+        # gcnet.add_context_blocks, e.g. {block: gc, after: "preset:resnet:after_1x1:c3-c5",
+        # ratio: 0.0625}; {} = none
+        "context": {},
     },
     "data": {
         # classification: synthetic | imagefolder | cifar10 | cifar100
@@ -106,6 +121,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "device": "auto",  # auto | cpu | cuda
         "eval_every": 1,
+        "checkpoint_every": None,  # also write last.pth every N steps inside an epoch
+        "checkpoint_every_minutes": None,  # ... and / or every M minutes
+        "skip_nonfinite_steps": 0,  # skip up to N steps with a non-finite loss (0: stop at the first)
     },
     "output": {
         "dir": "runs/default",
@@ -114,7 +132,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-_FREE_FORM = ("model.kwargs",)
+_FREE_FORM = ("model.kwargs", "model.context")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -184,6 +202,29 @@ def parse_override(item: str) -> dict[str, Any]:
     return out
 
 
+RECIPES = os.path.join(os.path.dirname(__file__), "recipes")
+
+
+def list_recipes() -> list[str]:
+    """The recipes shipped in the package (``configs/`` in a checkout is the same folder)."""
+    return sorted(f for f in os.listdir(RECIPES) if f.endswith(".yaml"))
+
+
+def find_recipe(path: str | os.PathLike) -> str:
+    """``path`` if it is a file, else a packaged recipe of that name (``.yaml`` optional), so
+    ``-c demo_segmentation.yaml`` works from any folder."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    name = os.path.basename(path)
+    for candidate in (name, name + ".yaml"):
+        if os.path.isfile(os.path.join(RECIPES, candidate)):
+            return os.path.join(RECIPES, candidate)
+    raise FileNotFoundError(
+        f"config file not found: {path} (nor a packaged recipe of that name: {', '.join(list_recipes())})"
+    )
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
@@ -194,9 +235,7 @@ def load_config(
     if base:
         cfg = merge(cfg, base)
     if path is not None:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file not found: {path}")
+        path = find_recipe(path)
         with open(path) as f:
             try:
                 data = yaml.safe_load(f) or {}
@@ -220,8 +259,14 @@ def _choice(cfg: Mapping[str, Any], key: str, choices: tuple) -> None:
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Check a merged config (the task's own checks first); raise :class:`ConfigError`."""
+    """Check a merged config (types, ranges, the task's own checks, combinations); raise
+    :class:`ConfigError` naming the key, the value and what is allowed."""
+    flat = flatten(cfg)
+    check_types(flat, flatten(DEFAULTS))
+    check_ranges(flat)
+    check_combinations(cfg)
     get_task(cfg["task"]).validate(cfg)
+    _check_external_model(cfg["model"])
     _choice(cfg, "optim.name", ("sgd", "adamw"))
     _choice(cfg, "sched.name", ("cosine", "step", "poly", "constant"))
     mi = cfg["train"]["max_iters"]
@@ -233,3 +278,19 @@ def validate(cfg: Mapping[str, Any]) -> None:
         v = flatten(cfg)[key]
         if not isinstance(v, int) or v < 1:
             raise ConfigError(f"{key} must be a positive integer, got {v!r}")
+
+
+def _check_external_model(m: Mapping[str, Any]) -> None:
+    """``model.context`` (keys, block name and arguments) and a ``tv:`` / ``timm:`` name."""
+    from gcnet.models.external import check_external_name, is_external
+    from gcnet.models.plugins import check_context_config
+
+    try:
+        check_context_config(m.get("context", {}))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if is_external(m["name"]):
+        try:
+            check_external_name(m["name"])
+        except ValueError as e:
+            raise ConfigError(f"model.name: {e}") from None

@@ -28,9 +28,12 @@ _MMCV_BLOCK = [
     (re.compile(r"^channel_(add|mul)_conv\.3\.(weight|bias)$"), r"transform_\1.conv_out.\2"),
 ]
 
-# mmcv NonLocal2d (norm_cfg given): {g,theta,phi}.conv, conv_out.conv, conv_out.bn
+# mmcv NonLocal2d: {g,theta,phi}.conv, conv_out.conv (+ conv_out.bn with a norm_cfg),
+# concat_project.conv (concatenation); sub_sample wraps g and phi in Sequential(conv, MaxPool)
 _MMCV_NL = [
     (re.compile(r"^(g|theta|phi)\.conv\.(weight|bias)$"), r"\1.\2"),
+    (re.compile(r"^(g|phi)\.0\.conv\.(weight|bias)$"), r"\1.\2"),
+    (re.compile(r"^concat_project\.conv\.weight$"), r"concat_project.weight"),
     (re.compile(r"^conv_out\.conv\.(weight|bias)$"), r"conv_out.\1"),
     (re.compile(r"^conv_out\.(?:bn|norm)\.(.+)$"), r"norm.\1"),
 ]
@@ -76,8 +79,9 @@ def context_block_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
 
 
 def nonlocal_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the weights of one mmcv ``NonLocal2d`` (with a norm after W_z) onto
-    :class:`gcnet.NonLocalBlock` (build it with the same mode and reduction)."""
+    """Map the weights of one mmcv ``NonLocal2d`` (any mode, with or without ``sub_sample``,
+    a BN after W_z or none) onto :class:`gcnet.NonLocalBlock`: build it with the same mode,
+    reduction, ``sub_sample``, ``use_scale`` and ``norm`` (``norm_cfg`` given or not)."""
     return _rename(state_dict, _MMCV_NL, "mmcv NonLocal2d")
 
 

@@ -1,15 +1,13 @@
 """torchrun with 2 gloo processes and SyncBatchNorm gives the 1-process loss curve."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_gcnet
+
 SETS = [
     "model.name=resnet18",
     "data.image_size=48",
@@ -25,28 +23,25 @@ SETS = [
 ]
 
 
-def _run(cmd, out, sets=SETS):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    args = [*cmd, "-m", "gcnet", "train", "--no-progress", "-o", str(out)]
+def _run(nproc, out, sets=SETS):
+    args = ["train", "--no-progress", "-o", out]
     for s in sets:
         args += ["--set", s]
-    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_gcnet(args, nproc)
+    # one summary line, from rank 0 only (rank 1 used to print a second, different one)
+    assert sum(line.startswith("best val") for line in r.stdout.splitlines()) == 1, r.stdout
     return [json.loads(line) for line in open(out / "metrics.jsonl")]
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
 def _run_nosync(tmp_path):
     sets = [s for s in SETS if not s.startswith("train.sync_bn")] + ["train.epochs=1"]
-    return _run(TORCHRUN, tmp_path / "nosync", sets)
+    return _run(2, tmp_path / "nosync", sets)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo + torchrun on POSIX")
 def test_two_process_syncbn_matches_one_process(tmp_path):
-    one = _run([sys.executable], tmp_path / "one")
-    two = _run(TORCHRUN, tmp_path / "two")
+    one = _run(None, tmp_path / "one")
+    two = _run(2, tmp_path / "two")
     # Per-step losses agree to ~1e-6 at first; float rounding (fused BN vs the all-reduce
     # formula, gradient averaging) grows slowly through training, hence 1e-3 over 2 epochs.
     for a, b in zip(one, two, strict=True):

@@ -49,14 +49,46 @@ def test_faster_rcnn_overfits_a_handful_of_images(overfit):
     assert s["best_bbox_AP"] > 20.0  # measured 37.6 after 40 steps (8 images, evaluated on themselves)
 
 
-def test_mask_rcnn_trains_and_is_scored_on_masks(tmp_path):
-    write_synthetic_coco(str(tmp_path / "syn"), 4, (96, 128), "train", seed=0)
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mask")
+    write_synthetic_coco(str(root / "syn"), 4, (96, 128), "train", seed=0)
     # 2 landscape + 2 portrait images: batches of 2 (aspect-ratio groups never mix)
-    sets = _sets(tmp_path / "syn", tmp_path / "run", "maskrcnn_gc_r18_fpn", 2) + ["train.batch_size=2"]
-    s = train(load_config(None, sets), progress=False)
+    sets = _sets(root / "syn", root / "run", "maskrcnn_gc_r18_fpn", 2) + ["train.batch_size=2"]
+    return root, train(load_config(None, sets), progress=False)
+
+
+def test_mask_rcnn_trains_and_is_scored_on_masks(mask_run):
+    _, s = mask_run
     last = s["history"][-1]
     assert {"val_bbox_AP", "val_segm_AP", "val_segm_AP50"} <= set(last)
     assert last["train_loss"] < s["history"][0]["train_loss"]
+
+
+def test_mask_rcnn_eval_writes_metrics_and_plain_coco_results(mask_run, tmp_path):
+    """gcnet eval on a Mask R-CNN checkpoint: metrics.json, and results files with exactly
+    COCO's result fields (pycocotools adds id / area / iscrowd, numpy-typed, to what it is
+    given) that pycocotools, run here on them, scores as metrics.json says."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    root, s = mask_run
+    assert main(["eval", "--checkpoint", str(root / "run" / "best.pth"), "-o", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["segm_AP"] == pytest.approx(s["history"][-1]["val_segm_AP"])
+    gt = COCO(str(root / "syn" / "annotations" / "instances_train.json"))
+    for iou_type, field in (("bbox", "bbox"), ("segm", "segmentation")):
+        path = tmp_path / "ev" / f"results_{iou_type}.json"
+        assert m[f"{iou_type}_results"] == str(path)
+        res = json.loads(path.read_text())
+        assert len(res) == m["num_detections"] > 0
+        assert all(set(r) == {"image_id", "category_id", field, "score"} for r in res)
+        ev = COCOeval(gt, gt.loadRes(str(path)), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        assert m[f"{iou_type}_AP"] == pytest.approx(100 * ev.stats[0], abs=1e-6)
+        assert m[f"{iou_type}_AP50"] == pytest.approx(100 * ev.stats[1], abs=1e-6)
 
 
 def test_eval_and_predict_cli(overfit, tmp_path, capsys):
@@ -79,8 +111,11 @@ def test_eval_and_predict_cli(overfit, tmp_path, capsys):
 
 
 def test_detection_config():
-    with pytest.raises(ConfigError, match="maskrcnn_"):
-        load_config(None, ["task=detection", "model.name=resnet50"])
+    from gcnet.tasks import get_task
+
+    cfg = load_config(None, ["task=detection", "model.name=resnet50"])
+    with pytest.raises(ConfigError, match="maskrcnn_"):  # checked before a run reads data
+        get_task("detection").check_run(cfg)
     with pytest.raises(ConfigError, match="data.dataset must be one of"):
         load_config(None, ["task=detection", "model.name=maskrcnn_r50_fpn", "data.dataset=voc"])
     cfg = load_config("configs/coco_maskrcnn_gc_r50_fpn_1x.yaml", ["train.batch_size=16"])
@@ -95,20 +130,13 @@ def test_detection_config():
 def test_two_process_eval_gathers_every_detection(overfit, tmp_path):
     """torchrun eval on 2 gloo processes (each runs half the images, rank 0 gathers and
     scores) gives the 1-process COCO numbers. Batch 1 so padding cannot differ."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.helpers import run_gcnet
 
     root, _ = overfit
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     res = {}
     for n in (1, 2):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
-               "-m", "gcnet", "eval", "--checkpoint", str(root / "run" / "best.pth"),
-               "--set", "eval.batch_size=1", "-o", str(tmp_path / str(n))]  # fmt: skip
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stdout + r.stderr
+        run_gcnet(["eval", "--checkpoint", root / "run" / "best.pth", "--set", "eval.batch_size=1",
+                   "-o", tmp_path / str(n)], nproc=n, timeout=300)  # fmt: skip
         res[n] = json.loads((tmp_path / str(n) / "metrics.json").read_text())
     assert res[2]["num_images"] == res[1]["num_images"] == 8
     assert res[2]["num_detections"] == res[1]["num_detections"] > 0

@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from gcnet import GlobalContextBlock, SimplifiedNonLocalBlock
 from gcnet.convert import context_block_from_mmcv, global_context_from_timm
 from tests.conftest import randomize_
+from tests.helpers import SeedGlobalContextBlock, seed_gc_to_ours
 
 FUSIONS = [("add",), ("mul",), ("add", "mul")]
 
@@ -42,46 +42,10 @@ def test_parity_with_timm_global_context(fuse_add, fuse_scale, use_attn):
     torch.testing.assert_close(ours(x), tm(x), rtol=1e-12, atol=1e-12)
 
 
-class SeedGlobalContextBlock(nn.Module):
-    """The block of the seed document (shared/seed), re-typed."""
-
-    def __init__(self, in_channels, scale=16):
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = self.in_channels // scale
-        self.Conv_key = nn.Conv2d(self.in_channels, 1, 1)
-        self.SoftMax = nn.Softmax(dim=1)
-        self.Conv_value = nn.Sequential(
-            nn.Conv2d(self.in_channels, self.out_channels, 1),
-            nn.LayerNorm([self.out_channels, 1, 1]),
-            nn.ReLU(),
-            nn.Conv2d(self.out_channels, self.in_channels, 1),
-        )
-
-    def forward(self, x):
-        b, c, h, w = x.size()
-        key = self.SoftMax(self.Conv_key(x).view(b, 1, -1).permute(0, 2, 1).view(b, -1, 1).contiguous())
-        query = x.view(b, c, h * w)
-        concate_QK = torch.matmul(query, key)
-        concate_QK = concate_QK.view(b, c, 1, 1).contiguous()
-        value = self.Conv_value(concate_QK)
-        return x + value
-
-
 def test_seed_block_equals_ours():
     seed = randomize_(SeedGlobalContextBlock(128, scale=16)).double()
     ours = GlobalContextBlock(128, ratio=1 / 16).double()
-    mapping = {
-        "Conv_key": "pool.conv_mask",
-        "Conv_value.0": "transform_add.conv_in",
-        "Conv_value.1": "transform_add.norm",
-        "Conv_value.3": "transform_add.conv_out",
-    }
-    sd = {}
-    for k, v in seed.state_dict().items():
-        mod, leaf = k.rsplit(".", 1)
-        sd[f"{mapping[mod]}.{leaf}"] = v
-    ours.load_state_dict(sd, strict=True)
+    ours.load_state_dict(seed_gc_to_ours(seed.state_dict()), strict=True)
     x = torch.randn(2, 128, 24, 24, dtype=torch.float64)
     torch.testing.assert_close(ours(x), seed(x), rtol=1e-12, atol=1e-12)
 
@@ -154,28 +118,91 @@ def test_gradcheck_channels_last_and_3d():
     assert torch.autograd.gradcheck(blk, (x1,))
 
 
-def test_custom_backward_matches_autograd():
-    """The hand-written backward equals autograd through the plain ops (float32, real size)."""
-    blk = randomize_(GlobalContextBlock(64, 1 / 16), 0.1)
-    x = torch.randn(4, 64, 14, 14)
-    g = torch.randn_like(x)
-    ref_blk = GlobalContextBlock(64, 1 / 16)
-    ref_blk.load_state_dict(blk.state_dict())
+def _plain_block(blk, x):
+    """The add-fused block written with plain autograd ops from its parameters (no gcnet code)."""
+    xf = x.flatten(2)
+    conv_mask = blk.pool.conv_mask
+    if conv_mask is None:
+        ctx = xf.mean(-1)
+    else:
+        a = torch.softmax(torch.einsum("c,ncl->nl", conv_mask.weight.flatten(), xf) + conv_mask.bias, -1)
+        ctx = torch.einsum("ncl,nl->nc", xf, a)
+    t = blk.transform_add
+    h = ctx
+    if t.conv_in is not None:
+        h = h @ t.conv_in.weight.flatten(1).t() + t.conv_in.bias
+        if t.norm is not None:
+            p = h.shape[1]
+            h = F.layer_norm(h, (p,), t.norm.weight.reshape(p), t.norm.bias.reshape(p), t.norm.eps)
+        h = F.relu(h)
+    d = h @ t.conv_out.weight.flatten(1).t() + t.conv_out.bias
+    return x + d.reshape(d.shape + (1,) * (x.dim() - 2))
 
-    def plain_pool(x):  # the maths with autograd, no custom Function
-        xf = x.flatten(2)
-        w, b = ref_blk.pool.conv_mask.weight.flatten(), ref_blk.pool.conv_mask.bias
-        a = torch.softmax(torch.einsum("c,ncl->nl", w, xf) + b, -1)
-        return torch.einsum("ncl,nl->nc", xf, a)
 
-    ref_blk.pool.forward = plain_pool
-    for layout in (torch.contiguous_format, torch.channels_last):
-        xa = x.to(memory_format=layout).requires_grad_()
+ADD_VARIANTS = {
+    "gc": lambda: GlobalContextBlock(64, 1 / 16),
+    "gc-no-ln": lambda: GlobalContextBlock(64, 1 / 8, norm=False),
+    "avg-add": lambda: GlobalContextBlock(64, 1 / 16, pooling="avg"),
+    "snl": lambda: SimplifiedNonLocalBlock(64),
+}
+
+
+@pytest.mark.parametrize("variant", list(ADD_VARIANTS))
+def test_custom_backward_matches_autograd(variant):
+    """The one-node block (hand-written backward) equals autograd through the plain ops: output
+    and every gradient, float32 at a real size, contiguous / channels_last / 3D / expanded dy."""
+    blk = randomize_(ADD_VARIANTS[variant](), 0.1)
+    for x, g in (
+        (torch.randn(4, 64, 14, 14), torch.randn(4, 64, 14, 14)),
+        (torch.randn(4, 64, 14, 14).to(memory_format=torch.channels_last), torch.randn(4, 64, 14, 14)),
+        (torch.randn(2, 64, 3, 5, 6), torch.randn(2, 64, 3, 5, 6)),
+        (torch.randn(2, 64, 9, 9), torch.ones(1).expand(2, 64, 9, 9)),  # dy of y.sum()
+    ):
+        xa = x.clone().requires_grad_()
         xb = x.clone().requires_grad_()
-        ga = torch.autograd.grad(blk(xa), [xa, *blk.parameters()], g)
-        gb = torch.autograd.grad(ref_blk(xb), [xb, *ref_blk.parameters()], g)
-        for a, b in zip(ga, gb):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        ya, yb = blk(xa), _plain_block(blk, xb)
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+        ga = torch.autograd.grad(ya, [xa, *blk.parameters()], g)
+        gb = torch.autograd.grad(yb, [xb, *blk.parameters()], g, allow_unused=True)
+        for (name, _), a, b in zip([("x", None), *blk.named_parameters()], ga, gb):
+            if name == "pool.conv_mask.bias":  # analytically zero (shift-invariant softmax)
+                assert torch.count_nonzero(a) == 0 and (b is None or b.abs().max() < 1e-3 * g.abs().sum())
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        assert ga[0].shape == x.shape
+
+
+@pytest.mark.parametrize("variant", list(ADD_VARIANTS))
+def test_gradcheck_add_variants(variant):
+    blk = randomize_(ADD_VARIANTS[variant](), 0.3).double()
+    x = torch.randn(2, 64, 3, 4, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in blk.named_parameters()]
+
+    def f(x, *ps):
+        return torch.func.functional_call(blk, dict(zip(names, ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *blk.parameters()))
+
+
+def test_no_grad_and_grad_paths_agree_and_frozen_parts():
+    """Inference (no graph), the one-node graph, and graphs where only x or only the
+    parameters need a gradient, all give one output; None where no gradient is asked."""
+    blk = randomize_(GlobalContextBlock(32, 1 / 4), 0.2)
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        ref = blk(x)
+    torch.testing.assert_close(blk(x), ref)
+    xg = x.clone().requires_grad_()
+    for p in blk.parameters():
+        p.requires_grad_(False)
+    y = blk(xg)
+    torch.testing.assert_close(y, ref)
+    y.sum().backward()
+    assert xg.grad is not None and all(p.grad is None for p in blk.parameters())
+    blk.transform_add.conv_out.weight.requires_grad_(True)
+    blk(x).sum().backward()
+    assert blk.transform_add.conv_out.weight.grad is not None
+    assert blk.pool.conv_mask.weight.grad is None
 
 
 def test_ranks_agree():

@@ -7,32 +7,47 @@ import torch
 import torch.nn.functional as F
 
 from gcnet import NonLocalBlock
+from gcnet.convert import nonlocal_from_mmcv
 from gcnet.layers import NL_MODES
 from tests.conftest import randomize_
 
 
-def _load_from_mmcv(ours: NonLocalBlock, mm) -> None:
-    sd = {}
-    for k, v in mm.state_dict().items():
-        k = k.replace("g.conv.", "g.").replace("theta.conv.", "theta.").replace("phi.conv.", "phi.")
-        k = k.replace("g.0.conv.", "g.").replace("phi.0.conv.", "phi.")
-        k = k.replace("conv_out.conv.", "conv_out.").replace("conv_out.bn.", "norm.")
-        k = k.replace("concat_project.conv.", "concat_project.")
-        sd[k] = v
-    ours.load_state_dict(sd, strict=True)
-
-
 @pytest.mark.parametrize("mode", NL_MODES)
 @pytest.mark.parametrize("sub_sample", [False, True])
-def test_parity_with_mmcv_nonlocal2d(mode, sub_sample):
-    from mmcv.cnn.bricks import NonLocal2d
+@pytest.mark.parametrize("norm", [True, False])
+def test_parity_with_mmcv_nonlocal2d_through_the_converter(mode, sub_sample, norm):
+    """mmcv's NonLocal2d (sub_sample wraps g and phi in Sequential(conv, MaxPool2d)), its
+    weights mapped by the shipped converter, loaded strictly, same output in float64."""
+    from mmcv.cnn import NonLocal2d
 
-    mm = NonLocal2d(16, reduction=2, mode=mode, sub_sample=sub_sample, norm_cfg=dict(type="BN"))
+    mm = NonLocal2d(
+        16, reduction=2, mode=mode, sub_sample=sub_sample, norm_cfg=dict(type="BN") if norm else None
+    )
     randomize_(mm, 0.3).double().eval()
-    ours = NonLocalBlock(16, mode=mode, sub_sample=sub_sample).double().eval()
-    _load_from_mmcv(ours, mm)
+    ours = NonLocalBlock(16, mode=mode, sub_sample=sub_sample, norm=norm).double().eval()
+    ours.load_state_dict(nonlocal_from_mmcv(mm.state_dict()), strict=True)
     x = torch.randn(2, 16, 6, 8, dtype=torch.float64)
-    torch.testing.assert_close(ours(x), mm(x), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), mm(x), rtol=1e-10, atol=1e-10)
+        assert not torch.allclose(mm(x), x)  # the block is not the identity
+
+
+def test_mmcv_nonlocal_without_scale_and_unknown_keys():
+    from mmcv.cnn import NonLocal2d
+
+    mm = (
+        randomize_(NonLocal2d(8, use_scale=False, sub_sample=True, norm_cfg=dict(type="BN")), 0.3)
+        .double()
+        .eval()
+    )
+    ours = NonLocalBlock(8, use_scale=False, sub_sample=True).double().eval()
+    ours.load_state_dict(nonlocal_from_mmcv(mm.state_dict()), strict=True)
+    x = torch.randn(1, 8, 4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), mm(x), rtol=1e-10, atol=1e-10)
+    gn = NonLocal2d(8, norm_cfg=dict(type="GN", num_groups=2))  # our W_z norm is a BatchNorm
+    with pytest.raises(ValueError, match=r"unexpected keys .*conv_out\.gn\.weight"):
+        nonlocal_from_mmcv(gn.state_dict())
 
 
 @pytest.mark.parametrize("mode", NL_MODES)

@@ -5,6 +5,7 @@ from torchvision.ops import SqueezeExcitation as TVSqueezeExcitation
 from gcnet import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
 from gcnet.layers import create_block, list_blocks
 from tests.conftest import randomize_
+from tests.helpers import num_params
 
 
 def test_se_parity_with_torchvision():
@@ -39,5 +40,5 @@ def test_create_block():
 
 def test_param_count_r16_stage():
     """One GC r16 block on 256 channels: 257 (W_k) + 2*(256*16+16) + 2*16 (LN) params."""
-    n = sum(p.numel() for p in GlobalContextBlock(256).parameters())
+    n = num_params(GlobalContextBlock(256))
     assert n == 257 + (256 * 16 + 16) + (16 * 256 + 256) + 32

@@ -11,11 +11,12 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import gcnet
 from gcnet.data.coco import AspectRatioBatchSampler, CocoDetection, write_synthetic_coco
-from gcnet.tasks.det_eval import coco_evaluate, to_coco_results
 from gcnet.layers import GlobalContextBlock
 from gcnet.layers.sync_bn import SyncBatchNorm
 from gcnet.models.detection import resnet_fpn
+from gcnet.tasks.det_eval import coco_evaluate, to_coco_results
 from tests.conftest import randomize_
+from tests.helpers import num_params
 
 SMALL = dict(min_size=64, max_size=96)
 
@@ -38,10 +39,6 @@ def test_fpn_backbone_channels_strides_and_frozen_parts():
     assert isinstance(sync.body.layer3[0].bn1, SyncBatchNorm)
 
 
-def _params(name):
-    return sum(p.numel() for p in gcnet.create_model(name).parameters())
-
-
 def test_registry_and_gc_parameter_overhead():
     names = gcnet.list_models("*rcnn*")
     for n in ("maskrcnn_gc_r50_fpn", "maskrcnn_gc_r50_fpn_r4", "maskrcnn_gc_r101_fpn",
@@ -49,9 +46,9 @@ def test_registry_and_gc_parameter_overhead():
               "maskrcnn_x101_32x4d_fpn", "fasterrcnn_gc_r50_fpn"):  # fmt: skip
         assert n in names
     # the same +2.52M (r16) / +10.00M (r4) as on the classifier
-    base = _params("maskrcnn_r50_fpn")
-    assert _params("maskrcnn_gc_r50_fpn") - base == 2_521_741
-    assert _params("maskrcnn_gc_r50_fpn_r4") - base == 10_000_909
+    base = num_params("maskrcnn_r50_fpn")
+    assert num_params("maskrcnn_gc_r50_fpn") - base == 2_521_741
+    assert num_params("maskrcnn_gc_r50_fpn_r4") - base == 10_000_909
     with pytest.raises(ValueError, match="did you mean 'num_classes'"):
         gcnet.create_model("maskrcnn_r50_fpn", num_clases=3)
 
@@ -138,11 +135,27 @@ def test_coco_reader_targets(coco_dir):
     assert xs.min() >= bx - 1 and xs.max() <= bx + bw + 1 and ys.min() >= by - 1 and ys.max() <= by + bh + 1
     _, empty = val[1]
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape[0] == 0
+
+
+def test_flip_augmentation_flips_image_masks_and_boxes_together(coco_dir):
+    img_dir, ann = coco_dir
+    plain = CocoDetection(img_dir, ann, train=True, hflip=0.0)
     flip = CocoDetection(img_dir, ann, train=True, hflip=1.0)
-    fx, ft = flip[0]
-    torch.testing.assert_close(fx, x.flip(-1))
-    w = x.shape[-1]
-    torch.testing.assert_close(ft["boxes"][:, [0, 2]], w - t["boxes"][:, [2, 0]])
+    n_objects = 0
+    for i in range(len(plain)):
+        (x, t), (fx, ft) = plain[i], flip[i]
+        w = x.shape[-1]
+        assert torch.equal(fx, torch.from_numpy(x.numpy()[:, :, ::-1].copy()))
+        assert torch.equal(ft["labels"], t["labels"])
+        for m, fm, b, fb in zip(t["masks"], ft["masks"], t["boxes"], ft["boxes"], strict=True):
+            # pixel column c goes to w - 1 - c; box edges (pixel boundaries) x go to w - x
+            assert np.array_equal(fm.numpy(), m.numpy()[:, ::-1])
+            x1, y1, x2, y2 = b.tolist()
+            assert fb.tolist() == pytest.approx([w - x2, y1, w - x1, y2])
+            ys, xs = np.nonzero(fm.numpy())
+            assert fb[0] - 1 <= xs.min() and xs.max() + 1 <= fb[2] + 1  # the flipped mask in its box
+            n_objects += 1
+    assert n_objects >= 5
 
 
 def test_aspect_ratio_batches():
@@ -156,50 +169,170 @@ def test_aspect_ratio_batches():
     assert sorted(i for part in two for b in part for i in b) == list(range(8))
 
 
-def test_evaluator_matches_pycocotools_and_perfect_is_one(coco_dir):
+def _hand_detections(ann_file, iou_type):
+    """Detections written from the annotation json (not through our reader or converter):
+    every object found with its box / mask shifted by a known offset, a copy of it with the
+    wrong class, and a false positive on every image."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    data = json.load(open(ann_file))
+    gt = COCO(ann_file)
+    dets = []
+    objects = [a for a in data["annotations"] if not a["iscrowd"]]
+    for k, a in enumerate(objects):
+        d = k % 4  # 0..3 px shifts
+        x, y, w, h = a["bbox"]
+        det = {"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9 - 0.01 * k}
+        wrong = {**det, "category_id": a["category_id"] % 3 + 1, "score": 0.95 - 0.02 * k}
+        if iou_type == "bbox":
+            det["bbox"], wrong["bbox"] = [x + d, y - d / 2, w, h - d / 2], [x, y, w, h]
+        else:
+            m = np.roll(gt.annToMask(a), d, axis=1)
+            rle = mask_utils.encode(np.asfortranarray(m))
+            rle["counts"] = rle["counts"].decode("ascii")
+            det["segmentation"], wrong["segmentation"] = rle, dict(rle)
+        dets += [det, wrong]
+    for img in data["images"]:
+        fp = {"image_id": img["id"], "category_id": 1, "score": 0.5}
+        if iou_type == "bbox":
+            fp["bbox"] = [1.0, 1.0, 8.0, 6.0]
+        else:
+            m = np.zeros((img["height"], img["width"]), np.uint8)
+            m[1:7, 1:9] = 1
+            rle = mask_utils.encode(np.asfortranarray(m))
+            fp["segmentation"] = {**rle, "counts": rle["counts"].decode("ascii")}
+        dets.append(fp)
+    return dets
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("image_ids", [None, [1, 3, 4]])
+def test_evaluator_matches_pycocotools_called_directly(coco_dir, tmp_path, iou_type, image_ids):
+    """coco_evaluate on hand-written detections == pycocotools' COCOeval run here on the
+    annotation file and the detections' json; the detections are left untouched (pycocotools
+    adds keys to what it is given) and stay JSON-serialisable."""
+    import copy
+
+    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     img_dir, ann = coco_dir
-    ds = CocoDetection(img_dir, ann)
-    perfect_b, perfect_s, noisy = [], [], []
-    g = torch.Generator().manual_seed(0)
+    dets = _hand_detections(ann, iou_type)
+    before = copy.deepcopy(dets)
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    ours = coco_evaluate(CocoDetection(img_dir, ann).coco, dets, iou_type, image_ids)
+    assert dets == before
+    json.dumps(dets)
+    gt = COCO(ann)
+    ev = COCOeval(gt, gt.loadRes(str(tmp_path / "dets.json")), iou_type)
+    if image_ids is not None:
+        ev.params.imgIds = image_ids
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(list(ev.stats[:6]))
+    assert 0.05 < ours["AP"] < 0.95  # neither trivial nor perfect
+    assert coco_evaluate(gt, [], iou_type) == {k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+
+
+def _perfect_results(ds):
+    """Our converter on the reader's own targets (each object once, distinct scores)."""
+    bbox, segm = [], []
     for i in range(len(ds)):
         _, t = ds[i]
         n = len(t["boxes"])
         out = {"boxes": t["boxes"], "labels": t["labels"], "scores": torch.linspace(1, 0.5, n),
                "masks": t["masks"][:, None].float()}  # fmt: skip
         b, s = to_coco_results(out, int(t["image_id"]), ds.label_to_cat)
-        perfect_b += b
-        perfect_s += s
-        jitter = out["boxes"] + torch.randn(out["boxes"].shape, generator=g) * 3
-        nb, _ = to_coco_results({**out, "boxes": jitter}, int(t["image_id"]), ds.label_to_cat)
-        noisy += nb
-    assert coco_evaluate(ds.coco, perfect_b, "bbox")["AP"] == pytest.approx(1.0)
-    assert coco_evaluate(ds.coco, perfect_s, "segm")["AP"] == pytest.approx(1.0)
-    ours = coco_evaluate(ds.coco, noisy, "bbox")
-    ev = COCOeval(ds.coco, ds.coco.loadRes(noisy), "bbox")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    assert [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")] == pytest.approx(list(ev.stats[:6]))
-    assert 0 < ours["AP"] < 1
-    assert coco_evaluate(ds.coco, [], "bbox")["AP"] == 0.0
+        bbox += b
+        segm += s
+    return bbox, segm
+
+
+def test_perfect_detections_score_one(coco_dir):
+    ds = CocoDetection(*coco_dir)
+    bbox, segm = _perfect_results(ds)
+    assert coco_evaluate(ds.coco, bbox, "bbox")["AP"] == pytest.approx(1.0)
+    assert coco_evaluate(ds.coco, segm, "segm")["AP"] == pytest.approx(1.0)
+    assert set(bbox[0]) == {"image_id", "category_id", "bbox", "score"}
+    assert set(segm[0]) == {"image_id", "category_id", "segmentation", "score"}
+    json.dumps(bbox + segm)
+
+
+class _Oracle(torch.nn.Module):
+    """A 'detector' answering each image with the reader's own targets (score 1 ... 0.5)."""
+
+    def __init__(self, ds):
+        super().__init__()
+        self.by_size = {}
+        for i in range(len(ds)):
+            x, t = ds[i]
+            self.by_size.setdefault(tuple(x.shape), []).append((x, t))
+
+    def forward(self, images):
+        outs = []
+        for im in images:
+            t = next(t for x, t in self.by_size[tuple(im.shape)] if torch.equal(x, im))
+            n = len(t["boxes"])
+            outs.append({"boxes": t["boxes"], "labels": t["labels"], "scores": torch.linspace(1, 0.5, n),
+                         "masks": t["masks"][:, None].float()})  # fmt: skip
+        return outs
+
+
+def test_evaluate_detection_writes_plain_coco_results(coco_dir, tmp_path):
+    """Mask R-CNN evaluation with an output folder: JSON-serialisable metrics, results files
+    holding only COCO's result fields (this crashed on pycocotools' numpy-typed segm areas)."""
+    from torch.utils.data import DataLoader
+
+    from gcnet.data.coco import collate_detection
+    from gcnet.tasks.det_eval import evaluate_detection
+
+    ds = CocoDetection(*coco_dir)
+    loader = DataLoader(ds, batch_size=2, collate_fn=collate_detection)
+    m = evaluate_detection(_Oracle(ds), loader, torch.device("cpu"), out_dir=str(tmp_path))
+    json.dumps(m)
+    assert m["bbox_AP"] == pytest.approx(100.0) and m["segm_AP"] == pytest.approx(100.0)
+    n = sum(len(ds[i][1]["boxes"]) for i in range(len(ds)))
+    assert m["num_images"] == len(ds) and m["num_detections"] == n
+    for iou_type, field in (("bbox", "bbox"), ("segm", "segmentation")):
+        res = json.load(open(m[f"{iou_type}_results"]))
+        assert len(res) == n and all(set(r) == {"image_id", "category_id", field, "score"} for r in res)
+
+
+def test_category_ids_with_gaps(tmp_path):
+    """COCO's ids have gaps (1..90 for 80 classes): labels are contiguous 1..K for the model
+    and map back to the file's ids, so perfect predictions still score AP 1."""
+    img_dir, ann = write_synthetic_coco(str(tmp_path), 8, (48, 64), "val", seed=3)
+    data = json.load(open(ann))
+    ids = {1: 1, 2: 7, 3: 90}
+    for c in data["categories"]:
+        c["id"] = ids[c["id"]]
+    for a in data["annotations"]:
+        a["category_id"] = ids[a["category_id"]]
+    assert {a["category_id"] for a in data["annotations"]} == {1, 7, 90}
+    json.dump(data, open(ann, "w"))
+    ds = CocoDetection(img_dir, ann)
+    assert ds.label_to_cat == {1: 1, 2: 7, 3: 90} and ds.classes == ["square", "disc", "triangle"]
+    assert {int(v) for i in range(len(ds)) for v in ds[i][1]["labels"]} == {1, 2, 3}
+    bbox, segm = _perfect_results(ds)
+    assert coco_evaluate(ds.coco, bbox, "bbox")["AP"] == pytest.approx(1.0)
+    assert coco_evaluate(ds.coco, segm, "segm")["AP"] == pytest.approx(1.0)
+    # the same boxes with the labels taken for category ids miss every disc and triangle
+    wrong = [{**r, "category_id": {1: 1, 7: 2, 90: 3}[r["category_id"]]} for r in bbox]
+    assert coco_evaluate(ds.coco, wrong, "bbox")["AP"] < 0.5
 
 
 def test_info_reports_the_backbone_overhead(capsys):
     from gcnet.cli import main
 
-    overhead = _params_of("gc_resnet18") - _params_of("resnet18")
+    overhead = num_params("gc_resnet18") - num_params("resnet18")
     assert main(["info", "maskrcnn_gc_r18_fpn", "--input", "3x60x80", "--set", "min_size=64",
                  "--set", "max_size=96"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "(64, 96) image" in out  # resized to the model's min_size, padded to a multiple of 32
     row = next(line for line in out.splitlines() if line.startswith("overhead")).split()
     assert float(row[1]) == pytest.approx(overhead / 1e6, abs=1e-3) and float(row[2]) > 0
-
-
-def _params_of(name):
-    return sum(p.numel() for p in gcnet.create_model(name).parameters())
 
 
 def test_coco_reader_names_bad_input(tmp_path):

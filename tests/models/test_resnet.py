@@ -1,7 +1,10 @@
 """Backbones: torchvision compatibility, plug-in placement, dilation, freezing."""
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -76,7 +79,8 @@ def test_pretrained_torchvision_path(monkeypatch):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(m(x), tv(x))
-    m10 = create_model("gc_resnet18", pretrained="torchvision", num_classes=10)
+    with pytest.warns(UserWarning, match=r"fc \(1000 classes\) not loaded into a 10-class model"):
+        m10 = create_model("gc_resnet18", pretrained="torchvision", num_classes=10)
     torch.testing.assert_close(m10.conv1.weight, tv.conv1.weight)
     assert m10.fc.out_features == 10
     with pytest.raises(ValueError, match="unknown torchvision weights 'V9'"):
@@ -170,6 +174,15 @@ def test_dilation_matches_torchvision():
         torch.testing.assert_close(ours(x), tv(x))
 
 
+def test_contract_dilation_off_dilates_every_block_alike():
+    # mmseg's ResNet(contract_dilation=False): layer3 all 2, layer4 all 4 at output stride 8
+    m = create_model("resnet50", output_stride=8, contract_dilation=False, num_classes=0)
+    assert [b.conv2.dilation[0] for b in m.layer3] == [2] * 6 and [b.conv2.padding[0] for b in m.layer4] == [
+        4
+    ] * 3
+    assert [b.conv2.dilation[0] for b in m.layer2] == [1] * 4 and m.layer3[0].conv2.stride == (1, 1)
+
+
 def test_deep_stem_layout():
     m = create_model("resnet50_v1c")
     assert [type(l).__name__ for l in m.stem] == ["Conv2d", "BatchNorm2d", "ReLU"] * 3
@@ -232,18 +245,57 @@ def test_channels_last_and_backward():
     torch.testing.assert_close(y, m(x), rtol=1e-4, atol=1e-4)
 
 
-def test_inplace_fusion_in_inference_is_exact():
-    """Backbones let their blocks fuse in place without grad; same numbers as out of place."""
-    m = randomize_(create_model("gc_resnet18", fusion=("add", "mul")), 0.05).eval()
-    assert m.layer3[0].context_block.inplace
-    x = torch.randn(2, 3, 64, 64)
+class _ReferenceGC(nn.Module):
+    """The GC block's formula written out from its parameters, out of place:
+    x * sigmoid(T_mul(c)) + T_add(c), c = sum_j softmax(W_k x + b)_j x_j (or the mean)."""
+
+    def __init__(self, blk):
+        super().__init__()
+        self.blk = blk
+
+    @staticmethod
+    def _transform(t, c):
+        h = F.conv2d(c, t.conv_in.weight, t.conv_in.bias)
+        h = F.relu(F.layer_norm(h, h.shape[1:], t.norm.weight, t.norm.bias, t.norm.eps))
+        return F.conv2d(h, t.conv_out.weight, t.conv_out.bias)
+
+    def forward(self, x):
+        b, (n, ch) = self.blk, x.shape[:2]
+        if b.pool.conv_mask is not None:
+            logits = F.conv2d(x, b.pool.conv_mask.weight, b.pool.conv_mask.bias).reshape(n, 1, -1)
+            c = torch.bmm(x.reshape(n, ch, -1), logits.softmax(-1).transpose(1, 2)).reshape(n, ch, 1, 1)
+        else:
+            c = x.mean((2, 3), keepdim=True)
+        out = x.clone()
+        if b.transform_mul is not None:
+            out = out * torch.sigmoid(self._transform(b.transform_mul, c))
+        if b.transform_add is not None:
+            out = out + self._transform(b.transform_add, c)
+        self.change = float((out - x).abs().max() / x.abs().max())
+        return out
+
+
+def _swap_blocks(model, make):
+    for name in model.context_blocks():
+        parent = model.get_submodule(name.rsplit(".", 1)[0])
+        parent.context_block = make(parent.context_block)
+    return model
+
+
+@pytest.mark.parametrize("fusion,pooling", [("add", "att"), ("mul", "avg"), (("add", "mul"), "att")])
+def test_inplace_fusion_in_inference_is_exact(fusion, pooling):
+    """Backbones let their blocks fuse in place without grad (add_, mul_, addcmul): the
+    same numbers as the block's formula applied out of place."""
+    m = create_model("gc_resnet18_r4", fusion=fusion, pooling=pooling, num_classes=4)
+    m = randomize_(m, 0.1).eval()
+    assert all(b.inplace for b in m.context_blocks().values())
+    ref = _swap_blocks(copy.deepcopy(m), _ReferenceGC)
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        fast = m(x)
-        for b in m.context_blocks().values():
-            b.inplace = False
-        slow = m(x)
-    torch.testing.assert_close(fast, slow)
-    assert torch.equal(m(x), slow.detach()) or torch.allclose(m(x), slow)  # grad mode: out of place
+        fast, want = m(x), ref(x)
+    torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-5)
+    assert min(b.change for b in ref.context_blocks().values()) > 0.05  # no block is the identity
+    torch.testing.assert_close(m(x), want, rtol=1e-5, atol=1e-5)  # grad mode: out of place
 
 
 def test_standalone_block_never_modifies_its_input():

@@ -11,7 +11,7 @@ import gcnet
 from gcnet.convert import segmentor_from_mmseg
 from gcnet.models.segmentation import FCNHead
 from tests.conftest import randomize_
-from tests.layers.test_context import SeedGlobalContextBlock
+from tests.helpers import SeedGlobalContextBlock, num_params, seed_gc_to_ours
 
 
 class SeedGCNet(nn.Module):
@@ -39,16 +39,14 @@ class SeedGCNet(nn.Module):
 
 def _seed_to_ours(sd):
     names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    gc = {"Conv_key": "pool.conv_mask", "Conv_value.0": "transform_add.conv_in",
-          "Conv_value.1": "transform_add.norm", "Conv_value.3": "transform_add.conv_out"}  # fmt: skip
-    out = {}
+    out = seed_gc_to_ours({k[len("gc_block.") :]: v for k, v in sd.items() if k.startswith("gc_block.")},
+                          "context_block.")  # fmt: skip
     for k, v in sd.items():
         if k.startswith("backbone."):
             idx, rest = k[len("backbone.") :].split(".", 1)
             out[f"backbone.{names[int(idx)]}.{rest}"] = v
         elif k.startswith("gc_block."):
-            mod, leaf = k[len("gc_block.") :].rsplit(".", 1)
-            out[f"context_block.{gc[mod]}.{leaf}"] = v
+            continue
         elif k.startswith("Conv_1."):
             out["conv1." + k[len("Conv_1.") :]] = v
         else:
@@ -83,17 +81,75 @@ def test_training_mode_returns_aux_logits_and_eval_does_not():
     assert no_aux.auxiliary_head is None and isinstance(no_aux(torch.randn(2, 3, 40, 40)), torch.Tensor)
 
 
-def test_backbone_is_dilated_v1c_at_stride_8_and_16():
-    m = gcnet.create_model("gcnet_r50_d8")
-    assert m.backbone.deep_stem and m.backbone.output_stride == 8
-    # mmseg dilates every block of a stage alike (no contracted first block)
-    assert m.backbone.layer3[0].conv2.dilation == (2, 2) and m.backbone.layer4[0].conv2.dilation == (4, 4)
-    assert m.backbone.layer4[2].conv2.dilation == (4, 4) and m.backbone.layer2[0].conv2.stride == (2, 2)
-    d16 = gcnet.create_model("fcn_r101_d16").backbone
-    assert d16.output_stride == 16 and d16.layer4[0].conv2.dilation == (2, 2)
-    # the seed's network: torchvision's replace_stride_with_dilation (first block contracted)
+# mmsegmentation's ResNetV1c for the -d8 / -d16 models (configs/_base_/models/*_r50-d8.py):
+# per-stage strides and dilations, contract_dilation=True
+MMSEG_STAGES = {8: ((1, 2, 1, 1), (1, 1, 2, 4)), 16: ((1, 2, 2, 1), (1, 1, 1, 2))}
+
+
+def _mmseg_conv2(output_stride, depths):
+    """Per block (stride, dilation, padding) of the 3x3 conv, by mmseg's ResLayer rule:
+    with contract_dilation and dilation > 1 the first block of a stage gets dilation // 2;
+    the stride sits on the first block's 3x3 conv (style='pytorch')."""
+    strides, dilations = MMSEG_STAGES[output_stride]
+    out = []
+    for stride, d, n in zip(strides, dilations, depths):
+        first = d // 2 if d > 1 else d
+        out.append([(stride, first, first)] + [(1, d, d)] * (n - 1))
+    return out
+
+
+def _conv2_layout(backbone):
+    layers = (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+    return [[(b.conv2.stride[0], b.conv2.dilation[0], b.conv2.padding[0]) for b in layer] for layer in layers]
+
+
+@pytest.mark.parametrize(
+    "name,os_,depths",
+    [
+        ("gcnet_r50_d8", 8, (3, 4, 6, 3)),
+        ("fcn_r50_d16", 16, (3, 4, 6, 3)),
+        ("nonlocal_r101_d8", 8, (3, 4, 23, 3)),
+    ],
+)
+def test_backbone_dilation_follows_mmseg_contract_dilation(name, os_, depths):
+    bb = gcnet.create_model(name, aux=False, channels=8).backbone
+    assert bb.deep_stem and bb.output_stride == os_
+    assert _conv2_layout(bb) == _mmseg_conv2(os_, depths)
+    # the downsample 1x1 conv carries the stage's stride (1 in a dilated stage)
+    layers = (bb.layer1, bb.layer2, bb.layer3, bb.layer4)
+    assert [layer[0].downsample[0].stride[0] for layer in layers] == list(MMSEG_STAGES[os_][0])
+
+
+def test_seed_backbone_is_torchvision_dilated():
+    # the seed's network: torchvision's replace_stride_with_dilation=[False, True, True]
+    import torchvision
+
     seed = gcnet.create_model("seed_gcnet_r50").backbone
-    assert seed.layer4[0].conv2.dilation == (2, 2) and seed.layer4[1].conv2.dilation == (4, 4)
+    tv = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+    assert _conv2_layout(seed) == _conv2_layout(tv)
+
+
+def test_converted_mmseg_checkpoint_builds_mmseg_dilations(tmp_path):
+    """An mmseg GCNet-R50-D8 checkpoint (gc_block keys) goes through segmentor_from_mmseg and
+    lands in a model with mmseg's dilations; the weights arrive unchanged."""
+    from mmcv.cnn.bricks import ContextBlock
+
+    kw = dict(num_classes=3, channels=16, aux_channels=8)
+    src = gcnet.create_model("gcnet_r50_d8", **kw)
+    sd = {k: v.to(torch.bfloat16) for k, v in src.state_dict().items() if ".context_block." not in k}
+    gc = ContextBlock(16, 1 / 4, pooling_type="att", fusion_types=("channel_add",))
+    sd.update(
+        {f"decode_head.gc_block.{k}": torch.randn_like(v).bfloat16() for k, v in gc.state_dict().items()}
+    )
+    path = tmp_path / "gcnet_r50-d8_cityscapes.pth"
+    torch.save({"meta": {}, "state_dict": sd}, path)
+    m = gcnet.create_model("gcnet_r50_d8", pretrained=str(path), **kw)
+    assert _conv2_layout(m.backbone) == _mmseg_conv2(8, (3, 4, 6, 3))
+    got = m.decode_head.context_block.pool.conv_mask.weight
+    torch.testing.assert_close(got, sd["decode_head.gc_block.conv_mask.weight"].float())
+    torch.testing.assert_close(
+        m.backbone.layer4[1].conv2.weight, sd["backbone.layer4.1.conv2.weight"].float()
+    )
 
 
 def _gc_params(c, r):
@@ -102,8 +158,7 @@ def _gc_params(c, r):
 
 
 def test_head_parameter_counts_differ_by_the_context_block_only():
-    n = {k: sum(p.numel() for p in gcnet.create_model(k).parameters())
-         for k in ("fcn_r50_d8", "gcnet_r50_d8", "nonlocal_r50_d8")}  # fmt: skip
+    n = {k: num_params(k) for k in ("fcn_r50_d8", "gcnet_r50_d8", "nonlocal_r50_d8")}
     assert n["gcnet_r50_d8"] - n["fcn_r50_d8"] == _gc_params(512, 1 / 4) == 132481
     nl = 3 * (512 * 256 + 256) + 256 * 512 + 2 * 512  # g, theta, phi (bias), W_z (no bias), BN
     assert n["nonlocal_r50_d8"] - n["fcn_r50_d8"] == nl

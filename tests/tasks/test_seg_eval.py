@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gcnet.tasks.seg_eval import confusion_matrix, metrics_from_confusion, predict_probs, slide_logits
@@ -81,15 +82,64 @@ def test_slide_windows_cover_every_pixel_and_average():
     torch.testing.assert_close(out, torch.ones(1, 1, 20, 20))
 
 
-def test_flip_and_single_scale_are_consistent():
-    m = Pointwise().eval()
+class PositionDependent(nn.Module):
+    """A 3x3 conv with a random (non-symmetric) kernel plus a logit ramp along x and a
+    ripple along y: flipping, rescaling and the output size all change its logits."""
+
+    def __init__(self, k=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, k, 3, padding=1)
+        self.ramp = nn.Parameter(torch.randn(k, 1, 1) * 3)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        xs = torch.linspace(-1, 1, w).view(1, 1, 1, w)
+        ys = torch.linspace(0, 6, h).sin().view(1, 1, h, 1)
+        return self.conv(x) + self.ramp * (xs + ys)
+
+
+def _reference_probs(m, x, out_size, scales, flip):
+    """predict_probs written out: per scale, resize the input (int(h*s+0.5)), run the model
+    (and on the flipped input, its logits flipped back), resize the logits to out_size,
+    softmax; average every softmax."""
+    h, w = x.shape[-2:]
+    probs = []
+    for s in scales:
+        size = (int(h * s + 0.5), int(w * s + 0.5))
+        xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        logits = [m(xs)] + ([m(xs.flip(-1)).flip(-1)] if flip else [])
+        for lg in logits:
+            lg = F.interpolate(lg, size=out_size, mode="bilinear", align_corners=False)
+            probs.append(lg.softmax(1))
+    return torch.stack(probs).mean(0)
+
+
+@pytest.mark.parametrize(
+    "scales, flip, out_size",
+    [((1.0,), False, (16, 20)), ((1.0,), True, (16, 20)), ((0.5, 1.0, 1.5), True, (8, 10)),
+     ((0.75, 1.25), False, (21, 17))],
+)  # fmt: skip
+def test_flip_and_multi_scale_match_a_hand_computed_average(scales, flip, out_size):
+    m = PositionDependent().eval()
     x = torch.randn(1, 3, 16, 20)
     with torch.no_grad():
-        base = predict_probs(m, x, 4)
-        torch.testing.assert_close(base, m(x).softmax(1))
-        torch.testing.assert_close(predict_probs(m, x, 4, flip=True), base, rtol=1e-5, atol=1e-6)
-        ms = predict_probs(m, x, 4, scales=(0.5, 1.0, 1.5), out_size=(8, 10))
-    assert ms.shape == (1, 4, 8, 10)
-    torch.testing.assert_close(ms.sum(1), torch.ones(1, 8, 10))
+        got = predict_probs(m, x, 4, out_size=out_size, scales=scales, flip=flip)
+        ref = _reference_probs(m, x, out_size, scales, flip)
+        # the reference is sensitive to what is tested: dropping the flip, or the extra
+        # scales, gives visibly different probabilities
+        other = _reference_probs(m, x, out_size, scales, not flip)
+        single = _reference_probs(m, x, out_size, (1.0,), flip)
+    assert got.shape == (1, 4, *out_size)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert (other - ref).abs().max() > 1e-2
+    if len(scales) > 1 or scales[0] != 1.0:
+        assert (single - ref).abs().max() > 1e-2
+
+
+def test_single_scale_is_the_softmax_and_slide_needs_a_crop():
+    m = PositionDependent().eval()
+    x = torch.randn(1, 3, 16, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(predict_probs(m, x, 4), m(x).softmax(1))
     with pytest.raises(ValueError, match="crop_size"):
         predict_probs(m, x, 4, mode="slide")

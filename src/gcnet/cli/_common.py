@@ -9,79 +9,178 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "parse_shape",
-    "parse_image_shape",
-    "parse_model_overrides",
-    "load_trained",
-    "val_loader",
+    "SET_HELP",
+    "add_model_argument",
+    "config_overrides",
     "default_eval_dir",
+    "is_training_checkpoint",
+    "load_trained",
+    "model_name",
+    "parse_image_input",
+    "parse_shape",
+    "parse_model_overrides",
+    "val_loader",
 ]
+
+#: one meaning of ``--set`` in every command
+SET_HELP = (
+    "KEY=VALUE (YAML value), repeatable: a dotted config key (optim.lr=0.05, model.kwargs.ratio=0.25) "
+    "or a model option as a bare key (ratio=0.25 = model.kwargs.ratio=0.25)"
+)
+
+
+def _dims(text: str, example: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like {example}, got {text!r}") from None
+    if any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"every size must be >= 1, got {text!r}")
+    return dims
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``8x256x56x56`` -> (8, 256, 56, 56): N x C x spatial, 3 to 5 dims."""
-    try:
-        dims = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a shape like 8x256x56x56, got {text!r}") from None
-    if any(d < 1 for d in dims) or not 3 <= len(dims) <= 5:
-        raise argparse.ArgumentTypeError(f"expected N x C x spatial (3 to 5 dims), got {text!r}")
+    """A tensor shape for the blocks: ``8x256x56x56`` -> (8, 256, 56, 56), i.e. N x C x 1 to 3
+    spatial sizes."""
+    dims = _dims(text, "8x256x56x56")
+    if not 3 <= len(dims) <= 5:
+        raise argparse.ArgumentTypeError(f"expected N x C x 1-3 spatial sizes (3 to 5 numbers), got {text!r}")
     return dims
 
 
-def parse_image_shape(text: str) -> tuple[int, ...]:
-    """``3x224x224`` -> (3, 224, 224)."""
-    try:
-        dims = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CxHxW like 3x224x224, got {text!r}") from None
-    if len(dims) != 3 or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"expected CxHxW like 3x224x224, got {text!r}")
+def parse_image_input(text: str) -> tuple[int, ...]:
+    """An image batch shape ``[N]xCxHxW`` -> (N, C, H, W) (N is 1 when left out)."""
+    dims = _dims(text, "1x3x224x224")
+    if len(dims) == 3:
+        dims = (1, *dims)
+    if len(dims) != 4:
+        raise argparse.ArgumentTypeError(f"expected [N]xCxHxW like 1x3x224x224 or 3x224x224, got {text!r}")
     return dims
 
 
-def parse_model_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["ratio=0.25", "stages=c4"]`` -> {"ratio": 0.25, "stages": "c4"} (YAML values)."""
-    import yaml
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+    key, value = item.split("=", 1)
+    return key.strip(), value
 
-    out = {}
+
+def config_overrides(items: list[str] | None) -> list[str]:
+    """``--set`` for the commands that take a config: dotted keys as they are, a bare key
+    that is no top-level config key as a model option (``model.kwargs.KEY``)."""
+    from gcnet.config import DEFAULTS
+
+    out = []
     for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        key, value = _split(item)
+        out.append(f"model.kwargs.{key}={value}" if "." not in key and key not in DEFAULTS else item)
     return out
 
 
-def load_trained(checkpoint: str, use_ema: bool = True):
-    """(model in eval mode, config, class names, task) from a gcnet training checkpoint;
-    the EMA weights when the run kept them."""
+def parse_model_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``--set`` for the commands that take a model name: ``["ratio=0.25",
+    "model.kwargs.stages=c4"]`` -> {"ratio": 0.25, "stages": "c4"} (YAML values)."""
+    import yaml
+
+    out = {}
+    for item in config_overrides(items):
+        key, value = _split(item)
+        if not key.startswith("model.kwargs."):
+            raise ValueError(f"--set {key}: this command takes model options (KEY=VALUE or "
+                             "model.kwargs.KEY=VALUE), not config keys")  # fmt: skip
+        out[key[len("model.kwargs.") :]] = yaml.safe_load(value)
+    return out
+
+
+def add_model_argument(p: argparse.ArgumentParser) -> None:
+    """The model: ``--model NAME`` in every command (here also as the first argument)."""
+    p.add_argument("model_pos", nargs="?", metavar="MODEL", help="registered model name (same as --model)")
+    p.add_argument("--model", default=None, help="registered model name (gcnet.list_models())")
+
+
+def model_name(args: argparse.Namespace, required: bool = True) -> str | None:
+    pos, opt = getattr(args, "model_pos", None), getattr(args, "model", None)
+    if pos and opt and pos != opt:
+        raise ValueError(f"two models given: {pos!r} and --model {opt!r}")
+    name = pos or opt
+    if name is None and required:
+        raise ValueError("give a model: MODEL or --model NAME (see gcnet.list_models())")
+    return name
+
+
+def is_training_checkpoint(path: str | None) -> bool:
+    """Whether ``path`` is a gcnet run's checkpoint (``.pth`` with its config) or final
+    weights (``weights.safetensors`` with the config in its metadata)."""
+    if not path or not os.path.isfile(path):
+        return False
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(path, "pt") as f:
+                return "config" in (f.metadata() or {})
+        except (SafetensorError, OSError):
+            return False  # the loader names what is wrong with the file
+    if not path.endswith((".pth", ".pt")):
+        return False
     from gcnet.engine.checkpoint import load_checkpoint
-    from gcnet.tasks import task_of
+
+    ck = load_checkpoint(path)
+    return isinstance(ck, Mapping) and "config" in ck and "model" in ck and "classes" in ck
+
+
+def _read_trained(checkpoint: str, use_ema: bool):
+    """(state dict, config, classes) of a run's ``.pth`` checkpoint or ``weights.safetensors``."""
+    import json
+
+    if checkpoint.endswith(".safetensors"):
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        try:
+            with safe_open(checkpoint, "pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"cannot read {checkpoint}: {e}") from None
+        if "config" not in meta:
+            raise ValueError(f"{checkpoint} holds weights without their run's config (written by an older "
+                             "gcnet, or not by gcnet train): use the run's best.pth / last.pth")  # fmt: skip
+        return load_file(checkpoint), json.loads(meta["config"]), json.loads(meta["classes_json"])
+    from gcnet.engine.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     if not isinstance(ck, Mapping) or "config" not in ck or "model" not in ck:
         raise ValueError(f"{checkpoint} is not a gcnet training checkpoint (no config/model entries)")
-    cfg, classes = ck["config"], ck["classes"]
-    task = task_of(cfg)
-    model = task.build_model(cfg, len(classes), pretrained=False)
     state = ck["model"]
     if use_ema and ck.get("ema"):
         state = {k[len("module.") :]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    return state, ck["config"], ck["classes"]
+
+
+def load_trained(checkpoint: str, use_ema: bool = True):
+    """(model in eval mode, config, class names, task) from a gcnet run's checkpoint
+    (``best.pth`` / ``last.pth``: the EMA weights when the run kept them) or its final
+    ``weights.safetensors``."""
+    from gcnet.tasks import task_of
+
+    state, cfg, classes = _read_trained(checkpoint, use_ema)
+    task = task_of(cfg)
+    model = task.build_model(cfg, len(classes), pretrained=False)
     model.load_state_dict(state)
     return model.eval(), cfg, list(classes), task
 
 
 def val_loader(task, cfg: Mapping[str, Any], classes, rank: int, world: int):
-    """(dataset, loader) of the config's val split, each DDP rank taking its share; the data
-    must have the checkpoint's classes."""
+    """(dataset, loader) of the config's val split, each DDP rank taking its share, labelled
+    with the checkpoint's classes (``task.align_classes``)."""
     from torch.utils.data import DataLoader
 
     from gcnet.data.samplers import ShardSampler
 
     ds, ds_classes = task.build_data(cfg, "val")
-    if len(ds_classes) != len(classes):
-        raise ValueError(f"the data has {len(ds_classes)} classes, the checkpoint {len(classes)}")
+    ds = task.align_classes(ds, ds_classes, classes)
     per_rank = cfg["train"]["batch_size"] // world
     loader = DataLoader(ds, batch_size=task.val_batch_size(cfg, per_rank), collate_fn=task.collate_fn,
                         num_workers=cfg["data"]["num_workers"],

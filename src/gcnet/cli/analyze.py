@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._common import load_trained, parse_model_overrides
+from ._common import SET_HELP, load_trained, parse_image_input, parse_model_overrides
 
 
 def analysis_model(args: argparse.Namespace):
@@ -20,7 +20,7 @@ def analysis_model(args: argparse.Namespace):
         if isinstance(ck, dict) and "config" in ck and "classes" in ck:
             model, cfg, _, task = load_trained(ckpt)
             data = dict(cfg["data"])
-            data["image_size"] = task.analysis_size(cfg, args.size)
+            data["image_size"] = task.analysis_size(cfg, _size(args))
             return model, data
     if not args.model:
         raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
@@ -31,6 +31,18 @@ def analysis_model(args: argparse.Namespace):
             kw["num_classes"] = sd["fc.weight"].shape[0]
     model = create_model(args.model, pretrained=ckpt or False, **kw).eval()
     return model, None
+
+
+def _size(args: argparse.Namespace) -> int:
+    """The square input side: ``--input``'s H (= W)."""
+    return args.input[-1]
+
+
+def _stems(paths: list[str]) -> list[str]:
+    """Output names for input files: the stem, or the whole file name where stems collide
+    (a.jpg and a.png)."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    return [s if stems.count(s) == 1 else os.path.basename(p).replace(".", "_") for s, p in zip(stems, paths)]
 
 
 def image_batch(paths: list[str], size: int, data_cfg=None):
@@ -58,7 +70,7 @@ def image_batch(paths: list[str], size: int, data_cfg=None):
 def _complexity(args: argparse.Namespace) -> int:
     from gcnet.tools.ablation import complexity_table, write_table
 
-    rows = complexity_table(args.size, 0 if args.no_latency else args.repeats)
+    rows = complexity_table(_size(args), 0 if args.no_latency else args.repeats)
     md, csv_path = write_table(rows, args.output)
     print(open(md).read())
     print(f"wrote {md} and {csv_path}")
@@ -73,12 +85,11 @@ def _attention(args: argparse.Namespace, model, data_cfg) -> int:
 
     if not args.images:
         raise ValueError("analyze attention needs at least one IMAGE")
-    x, shown = image_batch(args.images, args.size, data_cfg)
+    x, shown = image_batch(args.images, _size(args), data_cfg)
     with AttentionRecorder(model) as rec, torch.no_grad():
         model(x)
     records = list(rec.records.values())
-    for i, path in enumerate(args.images):
-        stem = os.path.splitext(os.path.basename(path))[0]
+    for i, stem in enumerate(_stems(args.images)):
         f = plot_attention(shown[i], records, i, os.path.join(args.output, f"{stem}_attention.png"))
         print(f"wrote {f}")
         for r in records:
@@ -98,10 +109,10 @@ def _cosine_inputs(args: argparse.Namespace, data_cfg):
                        if f.lower().endswith(IMG_EXTENSIONS))[: args.num_images]  # fmt: skip
         if not files:
             raise FileNotFoundError(f"no images under {args.data}")
-        return image_batch(files, args.size, data_cfg)[0]
+        return image_batch(files, _size(args), data_cfg)[0]
     from gcnet.data import SyntheticContext
 
-    size = data_cfg["image_size"] if data_cfg else args.size
+    size = data_cfg["image_size"] if data_cfg else _size(args)
     ds = SyntheticContext(args.num_images, size, split="val")
     mean = torch.tensor(data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]).view(3, 1, 1)
     std = torch.tensor(data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -143,6 +154,12 @@ def _cosine(args: argparse.Namespace, model, data_cfg) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.size is not None:  # the old spelling of --input 3xSxS
+        args.input = (1, 3, args.size, args.size)
+    if args.input[-1] != args.input[-2]:
+        raise ValueError(
+            f"--input: the analysis tools take square inputs, got {args.input[-2]}x{args.input[-1]}"
+        )
     os.makedirs(args.output, exist_ok=True)
     if args.what == "complexity":
         return _complexity(args)
@@ -158,11 +175,13 @@ def add_parser(sub) -> None:
     p.add_argument("images", nargs="*", help="images (attention)")
     p.add_argument("--model", default=None, help="registered model name")
     p.add_argument("--checkpoint", default=None, help="training checkpoint, weights file or 'torchvision'")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option, e.g. ratio=0.25")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--data", default=None, help="folder of images (cosine; default: the synthetic set)")
     p.add_argument("--num-images", type=int, default=8, help="cosine: images to analyse")
     p.add_argument("--batch-size", type=int, default=4, help="cosine: images per forward pass")
-    p.add_argument("--size", type=int, default=224, help="input size (a training checkpoint's own wins)")
+    p.add_argument("--input", type=parse_image_input, default=(1, 3, 224, 224), metavar="[N]xCxHxW",
+                   help="square input (default 1x3x224x224; a run's own size wins)")  # fmt: skip
+    p.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)  # old spelling of --input
     p.add_argument("--queries", type=int, default=4, help="NL query points to show")
     p.add_argument("--repeats", type=int, default=3, help="latency repeats (complexity)")
     p.add_argument("--no-latency", action="store_true", help="complexity: skip the latency column")

@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
         ("NL (embedded gaussian)", create_block("nl", c)),
         ("NL (sub-sampled)", create_block("nl", c, sub_sample=True)),
     ]
-    print(f"Block family on input {tuple(shape)} (float32, {torch.get_num_threads()} threads)\n")
+    dims = "x".join(map(str, shape[2:]))
+    print(f"Block family on input {tuple(shape)}: N={shape[0]}, C={c}, {len(shape) - 2}D {dims} "
+          f"(float32, {torch.get_num_threads()} threads)\n")  # fmt: skip
     print(f"{'block':<24} {'params':>10} {'GFLOPs':>9} {'fwd ms':>9} {'out == x at init':>17}")
     for name, blk in rows:
         blk.eval()
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("blocks", help="compare the block family on a sample input")
-    p.add_argument("--shape", type=parse_shape, default=(8, 256, 28, 28), metavar="NxCxHxW",
-                   help="input shape: N x C x 1-3 spatial dims (default 8x256x28x28)")  # fmt: skip
+    p.add_argument("--input", "--shape", dest="shape", type=parse_shape, default=(8, 256, 28, 28),
+                   metavar="NxCxHxW", help="input shape: N x C x 1-3 spatial sizes, N always given "
+                   "(8x64x100 is a 1D input; default 8x256x28x28)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=10, help="timed forward passes per block (median)")
     p.set_defaults(fn=run)

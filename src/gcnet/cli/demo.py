@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._common import SET_HELP, config_overrides
+
 
 def _row(task, name: str, cfg, summary) -> tuple:
     import torch
@@ -26,18 +28,18 @@ def _row(task, name: str, cfg, summary) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gcnet.config import load_config
+    from gcnet.config import find_recipe, load_config
     from gcnet.engine import train
     from gcnet.engine.logger import plot_curves
     from gcnet.tasks import get_task
 
     task = get_task(args.task)
     spec = task.demo
-    recipe = args.config or os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", spec.recipe)
+    recipe = find_recipe(args.config or spec.recipe)
     output = args.output or spec.output
     runs, rows = {}, []
     for name in spec.models:
-        sets = [*(args.set or []), f"model.name={name}", f"output.dir={os.path.join(output, name)}"]
+        sets = [*config_overrides(args.set), f"model.name={name}", f"output.dir={os.path.join(output, name)}"]
         cfg = task.prepare_demo(load_config(recipe, sets), output)
         print(f"\n=== {name} ===")
         s = train(cfg, progress=not args.no_progress)
@@ -68,7 +70,7 @@ def add_parser(sub) -> None:
     p.add_argument("--task", choices=tuple(demos), default="classification",
                    help=f"which task's demo ({models})")  # fmt: skip
     p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override for both models")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP + " (both models)")
     outputs = ", ".join(d.output for d in demos.values())
     p.add_argument("--output", "-o", default=None, help=f"output folder (default: {outputs})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

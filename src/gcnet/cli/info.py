@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import parse_image_shape, parse_model_overrides
+from ._common import (
+    SET_HELP,
+    add_model_argument,
+    is_training_checkpoint,
+    load_trained,
+    model_name,
+    parse_image_input,
+    parse_model_overrides,
+)
 
 
 def build_model(args: argparse.Namespace, name: str | None = None):
-    """``args.model`` (or ``name``) with the ``--set`` options and ``--checkpoint`` weights."""
+    """(model, input shape) for ``info`` / ``export``: the model named by the arguments with
+    the ``--set`` options and ``--checkpoint`` weights; a gcnet run's checkpoint builds its
+    own model (its classes, its options) and gives its input size."""
     from gcnet.models import create_model
 
+    ckpt = getattr(args, "checkpoint", None)
+    if name is None and is_training_checkpoint(ckpt):
+        model, cfg, classes, _ = load_trained(ckpt)
+        wanted = model_name(args, required=False)
+        if wanted and wanted != cfg["model"]["name"]:
+            raise ValueError(f"{ckpt} holds a {cfg['model']['name']} (its config says so), not a {wanted}")
+        if getattr(args, "set", None):
+            raise ValueError(
+                "--set does not apply to a gcnet run's checkpoint: the checkpoint builds its model"
+            )
+        size = int(cfg["data"]["image_size"])
+        return model, cfg["model"]["name"], (1, 3, size, size)
+    name = name or model_name(args)
     kw = parse_model_overrides(getattr(args, "set", None))
-    pretrained = getattr(args, "checkpoint", None) or False
-    return create_model(name or args.model, pretrained=pretrained, **kw)
+    return create_model(name, pretrained=ckpt or False, **kw), name, (1, 3, 224, 224)
 
 
 def _plugin_line(model) -> str | None:
@@ -33,18 +55,22 @@ def run(args: argparse.Namespace) -> int:
 
     from gcnet.tasks import task_for_model
 
-    task = task_for_model(args.model)
-    model = build_model(args).eval()
-    plain, plain_name = task.plain_model(args.model, lambda n: build_model(args, n),
-                                         parse_model_overrides(args.set))  # fmt: skip
-    x = torch.randn(1, *args.input)
+    model, name, shape = build_model(args)
+    model.eval()
+    shape = args.input or shape
+    task = task_for_model(name)
+    overrides = {} if is_training_checkpoint(args.checkpoint) else parse_model_overrides(args.set)
+    plain, plain_name = task.plain_model(name, lambda n: build_model(args, n)[0], overrides)
+    if plain is not None and is_training_checkpoint(args.checkpoint):
+        plain = None  # a trained model has no trained plain twin to compare with
+    x = torch.randn(*shape)
     c = task.complexity(model, plain, x)
-    print(f"model: {args.model}   input: 1x{'x'.join(map(str, args.input))}")
+    print(f"model: {name}   input: {'x'.join(map(str, shape))}")
     for line in c["notes"]:
         print(line)
-    if plain_name is not None and hasattr(model, "context_blocks"):
+    if plain_name is not None and plain is not None and hasattr(model, "context_blocks"):
         print(f"context blocks: {sorted(model.context_blocks())}; 'plain' = {plain_name}")
-    elif plain_name is not None:
+    elif plain_name is not None and plain is not None:
         print(f"'plain' = {plain_name}")
     line = _plugin_line(model)
     if line:
@@ -64,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="parameters, FLOPs and plug-in overhead of a model")
-    p.add_argument("model", help="registered model name (gcnet.list_models())")
-    p.add_argument("--input", type=parse_image_shape, default=(3, 224, 224), metavar="CxHxW",
-                   help="one image's shape (default 3x224x224)")  # fmt: skip
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model option, e.g. ratio=0.25")
-    p.add_argument("--checkpoint", default=None, help="weights: a checkpoint path, or 'torchvision'")
+    add_model_argument(p)
+    p.add_argument("--input", type=parse_image_input, default=None, metavar="[N]xCxHxW",
+                   help="input shape (default 1x3x224x224, or a run's own image size)")  # fmt: skip
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--checkpoint", default=None,
+                   help="weights: a gcnet run's best.pth / weights.safetensors (builds its own model), "
+                        "another checkpoint path, or 'torchvision'")  # fmt: skip
     p.set_defaults(fn=run)

@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import load_trained
+from ._common import SET_HELP, config_overrides, load_trained
+
+
+def _positive(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return k
 
 
 def run(args: argparse.Namespace) -> int:
     from gcnet.config import merge, parse_override
 
     model, cfg, classes, task = load_trained(args.checkpoint)
-    for item in args.set or []:
+    for item in config_overrides(args.set):
         cfg = merge(cfg, parse_override(item))
     options = {"topk": args.topk, "score_threshold": args.score_threshold, "output": args.output}
     results = task.predict(model, cfg, classes, args.images, options)
@@ -23,10 +33,14 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="top-k classes, segmentation masks or detections on images")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--checkpoint", required=True, help="a gcnet training checkpoint (best.pth / last.pth)")
-    p.add_argument("--topk", type=int, default=5, help="classification: how many classes to list per image")
+    p.add_argument(
+        "--checkpoint", required=True, help="a gcnet run's best.pth / last.pth / weights.safetensors"
+    )
+    p.add_argument(
+        "--topk", type=_positive, default=5, help="classification: how many classes to list per image"
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.mode=slide (segmentation)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP + "; e.g. eval.mode=slide")
     p.add_argument("--output", "-o", default=None,
                    help="folder for mask / detection PNGs (default: predictions)")  # fmt: skip
     p.add_argument("--score-threshold", type=float, default=0.5,

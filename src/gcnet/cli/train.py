@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import SET_HELP
+
 
 def train_config(args: argparse.Namespace):
     """The recipe (``-c``) with ``--set`` overrides and the shortcut flags applied."""
     from gcnet.config import load_config, merge, validate
     from gcnet.tasks import task_of
 
-    overrides = list(args.set or [])
+    from ._common import config_overrides
+
+    overrides = config_overrides(args.set)
     if args.output:
         overrides.append(f"output.dir={args.output}")
     if getattr(args, "model", None):
@@ -31,21 +35,23 @@ def run(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     try:
         summary = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+        rank = du.rank()  # before the process group goes
     finally:
         du.cleanup()
-    if du.rank() == 0:
+    if rank == 0:
         files = "last.pth, best.pth" + (", weights.safetensors" if summary["final_weights"] else "")
         print(f"best val {summary['metric_label']} {summary['best']:.2f}%; "
               f"checkpoints in {summary['out_dir']} ({files})")  # fmt: skip
         if summary.get("curves"):
             print(f"curves: {summary['curves']}")
-    return 0
+    # a preempted run (SIGTERM) that saved its state ended well; Ctrl-C is the shell's 130
+    return 130 if summary["interrupted"] == "SIGINT" else 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model of any task from a recipe (torchrun for DDP)")
     p.add_argument("--config", "-c", default=None, help="YAML recipe (configs/*.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. optim.lr=0.05")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--model", default=None, help="shortcut for model.name")
     p.add_argument("--data", default=None,
                    help="the root of the recipe's dataset (an ImageFolder tree with train/ and val/ for "

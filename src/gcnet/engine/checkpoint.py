@@ -7,7 +7,6 @@ config, class names and the best metric. Weights alone go to safetensors.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gcnet.fileio import atomic_write
+from gcnet.fileio import atomic_write, load_torch_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "rng_state", "set_rng_state"]
 
@@ -25,12 +24,7 @@ def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    return load_torch_file(path)
 
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: str, metadata: dict | None = None) -> None:

@@ -43,10 +43,29 @@ class MetricsLogger:
                     self.tb.add_scalar(k, v, row.get("epoch", 0))
 
     def read(self) -> list[dict[str, Any]]:
+        """The rows logged so far (a last line cut short by a kill is left out)."""
         if not os.path.exists(self.jsonl):
             return []
+        rows = []
         with open(self.jsonl) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    def truncate(self, epochs: int) -> None:
+        """Keep the rows of the first ``epochs`` epochs (a resumed run logs the rest again)."""
+        from gcnet.fileio import atomic_write
+
+        rows = [r for r in self.read() if r.get("epoch", 0) <= epochs]
+
+        def _write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+
+        atomic_write(self.jsonl, _write)
 
     def close(self) -> None:
         if self.tb is not None:

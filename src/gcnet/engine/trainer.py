@@ -2,13 +2,18 @@
 :mod:`gcnet.tasks`: the task builds the data, the model and the loss and evaluates; the loop
 owns schedules, AMP, EMA, DDP, gradient clipping, checkpoints and logging, and names no task.
 
-Resume is exact: every epoch re-seeds the RNGs from (seed, epoch, rank) and the sampler
-from (seed, epoch), and the learning rate is a function of the step, so a run interrupted
-after epoch k and resumed ends with the same weights as an uninterrupted run.
+Resume is exact, from the end of an epoch or from inside one: every epoch re-seeds the RNGs
+from (seed, epoch, rank) and the sampler from (seed, epoch), every sample's augmentation
+draws from (seed, epoch, index) (:class:`~gcnet.data.seeding.EpochSeeded`), the learning
+rate is a function of the step, and a checkpoint written inside an epoch
+(``train.checkpoint_every`` / ``checkpoint_every_minutes``, or on SIGTERM / SIGINT) holds
+each rank's RNG state and its place in the epoch. A run interrupted anywhere and resumed ends
+with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -20,18 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
-from gcnet.data.samplers import ShardSampler
+from gcnet.data.samplers import ResumableBatches, ShardSampler
+from gcnet.data.seeding import EpochSeeded
 from gcnet.layers.sync_bn import convert_sync_batchnorm
 from gcnet.tasks import Task, get_task, task_of
 from gcnet.utils import distributed as du
 from gcnet.utils.device import autocast_ctx, resolve_device
 from gcnet.utils.progress import progress_bar
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from .logger import MetricsLogger, plot_curves
 from .optim import build_optimizer, lr_at, total_steps
+from .preemption import StopRequest, agree
 
 __all__ = ["train", "build_model_from_config", "Run"]
 
@@ -65,7 +72,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     train_loader: DataLoader
-    train_sampler: Any  # has set_epoch
+    batches: ResumableBatches
     val_loader: DataLoader
     steps_per_epoch: int
     max_steps: int
@@ -78,6 +85,11 @@ class Run:
     skipped: int = 0
     last_eval: dict[str, Any] = field(default_factory=dict)
     logger: MetricsLogger | None = None
+    nonfinite: int = 0  # training steps skipped for a non-finite loss
+    resume_mid: dict[str, Any] | None = None  # this rank's place inside the epoch to resume
+    stop: StopRequest | None = None
+    interrupted: str | None = None  # the signal that stopped the run
+    last_save: float = field(default_factory=time.monotonic)
 
     @property
     def main(self) -> bool:
@@ -86,6 +98,10 @@ class Run:
     @property
     def out_dir(self) -> str:
         return self.cfg["output"]["dir"]
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.out_dir, "last.pth")
 
 
 def _build_model(cfg, task: Task, num_classes: int, device: torch.device, distributed: bool):
@@ -120,18 +136,21 @@ def _build_loaders(cfg, task: Task, train_ds, val_ds, device: torch.device, worl
     per_rank = t["batch_size"] // world
     kw = dict(num_workers=int(cfg["data"]["num_workers"]), pin_memory=device.type == "cuda",
               collate_fn=task.collate_fn)  # fmt: skip
-    batches = task.train_batches(train_ds, per_rank, int(t["seed"]), world, rank)
-    train_loader = DataLoader(train_ds, **batches, **kw)
+    spec = task.train_batches(train_ds, per_rank, int(t["seed"]), world, rank)
+    inner = spec.get("batch_sampler") or BatchSampler(spec["sampler"], spec["batch_size"], spec["drop_last"])
+    batches = ResumableBatches(inner)
+    train_loader = DataLoader(EpochSeeded(train_ds, int(t["seed"])), batch_sampler=batches, **kw)
     val_loader = DataLoader(val_ds, batch_size=task.val_batch_size(cfg, per_rank),
                             sampler=ShardSampler(len(val_ds), world, rank), **kw)  # fmt: skip
     if len(train_loader) == 0:
         raise ValueError(task.too_small_message(train_ds, per_rank if world > 1 else t["batch_size"]))
-    return train_loader, batches.get("batch_sampler") or batches["sampler"], val_loader
+    return train_loader, batches, val_loader
 
 
 def setup(cfg: Mapping[str, Any]) -> Run:
     """Device, process group, data, model, optimizer and loaders of a run."""
     task = get_task(cfg["task"])
+    task.check_run(cfg)
     device = resolve_device(cfg["train"]["device"])
     distributed = du.init_distributed(device)
     rank, world = du.rank(), du.world_size()
@@ -150,7 +169,13 @@ def setup(cfg: Mapping[str, Any]) -> Run:
                task.batch_transform(cfg, len(classes)))  # fmt: skip
 
 
-def resume_from(run: Run, path: str) -> None:
+def resume_from(run: Run, path: str, auto: bool = False) -> bool:
+    """Load a checkpoint into the run: its end-of-epoch state, or its place inside an epoch.
+    ``auto``: a missing ``last.pth`` starts the run from scratch (with a note)."""
+    if auto and not os.path.isfile(path):
+        if run.main:
+            print(f"--resume auto: no {path} yet, starting from scratch")
+        return False
     ck = load_checkpoint(path)
     run.model.load_state_dict(ck["model"])
     run.optimizer.load_state_dict(ck["optimizer"])
@@ -159,12 +184,42 @@ def resume_from(run: Run, path: str) -> None:
         run.ema.load_state_dict(ck["ema"])
     run.start_epoch, run.step = ck["epoch"] + 1, ck["step"]
     run.best = ck.get("best_metric", ck.get("best_top1"))
+    run.skipped, run.nonfinite = int(ck.get("skipped", 0)), int(ck.get("nonfinite", 0))
+    mid = ck.get("mid_epoch")
+    where = f"epoch {run.start_epoch}"
+    if mid is not None:
+        ranks = mid["ranks"]
+        if len(ranks) != run.world and run.main:
+            print(f"note: {path} was written by {len(ranks)} process(es), this run has {run.world}: "
+                  "the rest of the epoch is not bit-exact")  # fmt: skip
+        run.resume_mid = {**mid, **ranks[min(run.rank, len(ranks) - 1)]}
+        where = f"epoch {run.start_epoch + 1}, batch {mid['batches']} (step {run.step})"
     if run.main:
-        print(f"resumed from {path} at epoch {run.start_epoch}")
+        print(f"resumed from {path} at {where}")
+    return True
 
 
-def train_step(run: Run, inputs, targets) -> torch.Tensor:
-    """One optimizer step at the scheduled learning rate; returns the (detached) loss."""
+def _nonfinite(run: Run, loss: torch.Tensor) -> None:
+    """A non-finite loss (on any rank): skip the step while ``train.skip_nonfinite_steps``
+    allows, else stop naming the step and the last good checkpoint."""
+    limit = int(run.cfg["train"]["skip_nonfinite_steps"])
+    if run.nonfinite < limit:
+        run.nonfinite += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        if run.main:
+            print(f"skipped step {run.step}: non-finite loss ({run.nonfinite}/{limit} allowed)", flush=True)
+        return None
+    last = run.last_path if os.path.isfile(run.last_path) else "none written yet"
+    hint = "" if limit else "; train.skip_nonfinite_steps=N skips up to N such steps"
+    raise FloatingPointError(
+        f"loss is {loss.item()} at step {run.step}; the last good checkpoint is {last}. Lower optim.lr "
+        f"or set train.clip_grad{hint}"
+    )
+
+
+def train_step(run: Run, inputs, targets) -> torch.Tensor | None:
+    """One optimizer step at the scheduled learning rate; returns the (detached) loss, or
+    None when the step was skipped for a non-finite loss."""
     t = run.cfg["train"]
     run.lr = lr_at(run.step, run.steps_per_epoch, run.cfg)
     for g in run.optimizer.param_groups:
@@ -175,8 +230,9 @@ def train_step(run: Run, inputs, targets) -> torch.Tensor:
     with autocast_ctx(run.device, t["amp"]):
         output = run.task.forward(run.train_model, inputs, targets)
     loss = run.task.loss(run.cfg, output, targets)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at step {run.step}")
+    (bad,) = agree(not bool(torch.isfinite(loss)), device=run.device)
+    if bad:
+        return _nonfinite(run, loss)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if t["clip_grad"]:
@@ -190,39 +246,75 @@ def train_step(run: Run, inputs, targets) -> torch.Tensor:
     return loss.detach()
 
 
-def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
-    """One pass over the training data; the log row of the epoch (train loss, speed)."""
-    run.train_sampler.set_epoch(epoch)
+def _epoch_start(run: Run, epoch: int):
+    """(loss accumulator, batches done, seconds already spent) at the start of an epoch, or
+    at the place a mid-epoch checkpoint left it."""
+    run.batches.set_epoch(epoch)
+    run.train_loader.dataset.set_epoch(epoch)
     _seed_epoch(int(run.cfg["train"]["seed"]), epoch, run.rank)
     run.train_model.train()
-    loss_acc = torch.zeros(2, dtype=torch.float64, device=run.device)
-    t0, seen = time.perf_counter(), 0
     run.lr = lr_at(run.step, run.steps_per_epoch, run.cfg)
-    bar = progress_bar(run.train_loader, run.main and progress, desc=f"epoch {epoch + 1}/{run.epochs}")
+    mid, run.resume_mid = run.resume_mid, None
+    if mid is None:
+        return torch.zeros(2, dtype=torch.float64, device=run.device), 0, 0.0, None
+    run.batches.skip = int(mid["batches"])
+    acc = torch.tensor(mid["loss_acc"], dtype=torch.float64, device=run.device)
+    return acc, int(mid["batches"]), float(mid["elapsed"]), mid["rng"]
+
+
+def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
+    """One pass over the training data (or the rest of it); the epoch's log row."""
+    loss_acc, done, spent, rng = _epoch_start(run, epoch)
+    t0 = time.perf_counter() - spent
+    it = iter(run.train_loader)
+    if rng is not None:  # after the loader drew its seed: the generators as the checkpoint left them
+        set_rng_state(rng)
+    bar = progress_bar(it, run.main and progress, desc=f"epoch {epoch + 1}/{run.epochs}",
+                       total=len(run.train_loader), initial=done)  # fmt: skip
     for inputs, targets, n_bad in bar:
+        done += 1
         run.skipped += n_bad
-        if inputs is None:
-            continue
         if run.step >= run.max_steps:
             break
-        loss = train_step(run, inputs, targets)
-        n = len(inputs)
-        seen += n
-        loss_acc[0] += loss.double() * n
-        loss_acc[1] += n
-        if run.main and progress:
-            speed = seen * run.world / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.lr:.3g}", img_s=f"{speed:.0f}")
+        loss = None if inputs is None else train_step(run, inputs, targets)
+        if loss is not None:
+            loss_acc[0] += loss.double() * len(inputs)
+            loss_acc[1] += len(inputs)
+            if run.main and progress:
+                speed = float(loss_acc[1]) * run.world / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.lr:.3g}", img_s=f"{speed:.0f}")
+        if _checkpoint_inside_epoch(run, epoch, done, loss_acc, time.perf_counter() - t0):
+            break
+    if run.interrupted:
+        return {}
     du.all_reduce_sum(loss_acc)
     epoch_time = time.perf_counter() - t0
-    return {
-        "epoch": epoch + 1,
-        "step": run.step,
-        "lr": run.lr,
-        "train_loss": float(loss_acc[0] / max(1.0, float(loss_acc[1]))),
-        "images_per_s": float(loss_acc[1]) / epoch_time,
-        "epoch_time_s": epoch_time,
-    }
+    row = {"epoch": epoch + 1, "step": run.step, "lr": run.lr,
+           "train_loss": float(loss_acc[0] / max(1.0, float(loss_acc[1]))),
+           "images_per_s": float(loss_acc[1]) / epoch_time, "epoch_time_s": epoch_time}  # fmt: skip
+    if run.cfg["train"]["skip_nonfinite_steps"]:
+        row["nonfinite_steps"] = run.nonfinite
+    return row
+
+
+def _checkpoint_inside_epoch(run: Run, epoch: int, done: int, loss_acc, elapsed: float) -> bool:
+    """After a step: write ``last.pth`` when ``train.checkpoint_every`` (steps) or
+    ``checkpoint_every_minutes`` says so, or a stop was requested; True to stop now."""
+    t = run.cfg["train"]
+    every, minutes = t["checkpoint_every"], t["checkpoint_every_minutes"]
+    due = bool(every) and run.step > 0 and run.step % int(every) == 0 and done < len(run.train_loader)
+    due |= bool(minutes) and run.main and time.monotonic() - run.last_save >= 60 * float(minutes)
+    stop, due = agree(run.stop is not None and run.stop.signal is not None, due, device=run.device)
+    if not (due or stop):
+        return False
+    state = {"rng": rng_state(), "loss_acc": loss_acc.tolist()}
+    ranks = du.gather_objects(state)
+    if run.main:
+        mid = {"epoch": epoch, "batches": done, "elapsed": elapsed, "ranks": ranks}
+        _save(run, {**checkpoint_state(run, epoch - 1), "mid_epoch": mid}, run.last_path)
+    if stop:
+        run.interrupted = run.stop.signal if run.stop is not None and run.stop.signal else "SIGTERM"
+    return stop
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -235,6 +327,7 @@ def validate(run: Run) -> dict[str, float]:
 
 
 def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+    """The run after ``epoch`` (0-based; -1: none) completed epochs."""
     return {
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -247,7 +340,22 @@ def checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "metric": run.task.metric,
         "config": dict(run.cfg),
         "classes": run.classes,
+        "skipped": run.skipped,
+        "nonfinite": run.nonfinite,
     }
+
+
+def _save(run: Run, state: Mapping[str, Any], path: str) -> bool:
+    """Write a checkpoint atomically; a failed write (disk full) leaves the previous file
+    intact and says so, and the run goes on."""
+    try:
+        save_checkpoint(state, path)
+    except OSError as e:
+        print(f"warning: could not write {path} ({e.strerror or e}); the previous checkpoint is intact",
+              flush=True)  # fmt: skip
+        return False
+    run.last_save = time.monotonic()
+    return True
 
 
 def end_epoch(run: Run, epoch: int, row: dict[str, Any]) -> None:
@@ -262,9 +370,9 @@ def end_epoch(run: Run, epoch: int, row: dict[str, Any]) -> None:
     msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}" + run.task.epoch_summary(row)
     print(msg + f" ({row['epoch_time_s']:.1f}s, {row['images_per_s']:.0f} img/s)", flush=True)
     state = checkpoint_state(run, epoch)
-    save_checkpoint(state, os.path.join(run.out_dir, "last.pth"))
+    _save(run, state, run.last_path)
     if is_best:
-        save_checkpoint(state, os.path.join(run.out_dir, "best.pth"))
+        _save(run, state, os.path.join(run.out_dir, "best.pth"))
 
 
 def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
@@ -275,14 +383,16 @@ def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
         f"best_{metric}": run.best, "epochs_run": epoch + 1 - run.start_epoch,
         "train_time_s": time.perf_counter() - t_start, "num_classes": len(run.classes),
         "classes": run.classes,
-        "skipped_images": run.skipped, "final_weights": None,
+        "skipped_images": run.skipped, "final_weights": None, "interrupted": run.interrupted,
+        "nonfinite_steps": run.nonfinite,
         "last_eval": {k: v for k, v in run.last_eval.items() if k != "confusion_matrix"},
     }  # fmt: skip
     if run.main:
-        if epoch + 1 == run.epochs:
+        if epoch + 1 == run.epochs and not run.interrupted:
             weights = os.path.join(run.out_dir, "weights.safetensors")
             final_model = run.ema.module if run.ema is not None else run.model
-            meta = {"model": run.cfg["model"]["name"], "classes": ",".join(run.classes)}
+            meta = {"model": run.cfg["model"]["name"], "classes": ",".join(run.classes),
+                    "classes_json": json.dumps(run.classes), "config": json.dumps(run.cfg)}  # fmt: skip
             save_weights(final_model.state_dict(), weights, meta)
             summary["final_weights"] = weights
         history = run.logger.read()
@@ -292,8 +402,20 @@ def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
         run.logger.close()
         if run.skipped:
             print(f"skipped {run.skipped} unreadable image(s) (data.skip_bad_images=true)")
+        if run.interrupted:
+            print(f"stopped by {run.interrupted} at step {run.step} (epoch {epoch + 1}); wrote "
+                  f"{run.last_path}; resume with the same command and --resume auto", flush=True)  # fmt: skip
     summary["history"] = run.logger.read() if run.main else []
     return summary
+
+
+def _announce(run: Run) -> None:
+    cfg, t = run.cfg, run.cfg["train"]
+    print(
+        f"training {cfg['model']['name']} on {cfg['data']['dataset']} ({len(run.train_loader.dataset)} "
+        f"train / {len(run.val_loader.dataset)} val images, {len(run.classes)} classes) for {run.epochs} "
+        f"epochs ({run.max_steps} steps), batch {t['batch_size']} on {run.world} x {run.device.type}"
+    )
 
 
 def train(
@@ -302,30 +424,36 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train with ``cfg`` (see :mod:`gcnet.config`). Returns a summary dict.
+    """Train with ``cfg`` (see :mod:`gcnet.config`). Returns a summary dict
+    (``interrupted``: the signal that stopped the run after writing ``last.pth``, or None).
 
-    ``resume``: a checkpoint path, or ``"auto"`` for ``<output.dir>/last.pth``.
-    ``stop_after``: stop after this many epochs in all (as if interrupted).
+    ``resume``: a checkpoint path, or ``"auto"`` for ``<output.dir>/last.pth`` (a fresh
+    folder starts from scratch). ``stop_after``: stop after this many epochs in all.
     """
     run = setup(cfg)
-    if resume:
-        resume_from(run, os.path.join(run.out_dir, "last.pth") if resume == "auto" else resume)
+    resumed = bool(resume) and resume_from(
+        run, run.last_path if resume == "auto" else resume, resume == "auto"
+    )
     if run.main:
-        run.logger = MetricsLogger(run.out_dir, cfg["output"]["tensorboard"], resume=bool(resume))
-        t = cfg["train"]
-        print(
-            f"training {cfg['model']['name']} on {cfg['data']['dataset']} ({len(run.train_loader.dataset)} "
-            f"train / {len(run.val_loader.dataset)} val images, {len(run.classes)} classes) for {run.epochs} "
-            f"epochs ({run.max_steps} steps), batch {t['batch_size']} on {run.world} x {run.device.type}"
-        )
+        run.logger = MetricsLogger(run.out_dir, cfg["output"]["tensorboard"], resume=resumed)
+        if resumed:
+            run.logger.truncate(run.start_epoch)  # rows of epochs the checkpoint has not seen end
+        _announce(run)
     t_start = time.perf_counter()
     epoch = run.start_epoch - 1
-    for epoch in range(run.start_epoch, run.epochs):
-        row = train_epoch(run, epoch, progress)
-        if epoch + 1 == run.epochs or (epoch + 1) % int(cfg["train"]["eval_every"]) == 0:
-            row.update(validate(run))
-        end_epoch(run, epoch, row)
-        du.barrier()
-        if stop_after is not None and epoch + 1 >= stop_after:
-            break
+    with StopRequest() as run.stop:
+        for epoch in range(run.start_epoch, run.epochs):
+            row = train_epoch(run, epoch, progress)
+            if run.interrupted:
+                break
+            if epoch + 1 == run.epochs or (epoch + 1) % int(cfg["train"]["eval_every"]) == 0:
+                row.update(validate(run))
+            end_epoch(run, epoch, row)
+            du.barrier()
+            (stop,) = agree(run.stop.signal is not None, device=run.device)
+            if stop and epoch + 1 < run.epochs:  # last.pth is this epoch's
+                run.interrupted = run.stop.signal or "SIGTERM"
+                break
+            if stop_after is not None and epoch + 1 >= stop_after:
+                break
     return finish(run, epoch, t_start)

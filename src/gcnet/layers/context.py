@@ -103,6 +103,129 @@ class _AttentionPool(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+_WIDE = (torch.float32, torch.float64)  # dtypes whose softmax runs in their own precision
+
+
+def _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps: float):
+    """The add branch of a GC / SNL block up to the fusion: shift (N, C) and what its backward
+    needs, in few ops and no module calls (the per-call cost dominates at 14x14 and 7x7).
+
+    Runs in x's dtype (parameters cast when they differ; the softmax in >= float32). Returns
+    (shift, xf, attn, context, h, mean, rstd, a): ``attn`` (N, 1, L), None for avg pooling;
+    ``h``, ``mean``, ``rstd`` the LayerNorm's input and statistics (None without it); ``a``
+    the input of the last conv (the ReLU output; the context for a single C->C conv).
+    """
+    xf = x.flatten(2)  # (N, C, L): a view, for contiguous and channels_last inputs
+    n, c = xf.shape[0], xf.shape[1]
+    dt = xf.dtype
+    if w2.dtype != dt:
+        wk, w1, b1, lnw, lnb, w2, b2 = (None if t is None else t.to(dt) for t in (wk, w1, b1, lnw, lnb, w2, b2))
+    if wk is None:
+        attn = None
+        context = xf.mean(-1)
+    else:
+        # (N, 1, C) @ (N, C, L): the logits without W_k's bias (the softmax over positions is
+        # invariant to it), then (N, 1, L) @ (N, L, C): each streams x once as a GEMV
+        logits = torch.bmm(wk.view(1, 1, c).expand(n, 1, c), xf)
+        if dt in _WIDE:
+            attn = torch.softmax(logits, -1)
+            context = torch.bmm(attn, xf.transpose(1, 2)).view(n, c)
+        else:
+            attn = torch.softmax(logits, -1, dtype=torch.float32)
+            context = torch.bmm(attn.to(dt), xf.transpose(1, 2)).view(n, c)
+    h = mean = rstd = None
+    a = context
+    if w1 is not None:
+        p = w1.shape[0]
+        a = torch.addmm(b1, context, w1.view(p, c).t())
+        if lnw is not None:
+            h = a
+            a, mean, rstd = torch.native_layer_norm(h, (p,), lnw.view(p), lnb.view(p), eps)
+        a = torch.relu_(a)  # a fresh tensor: the LayerNorm's backward needs only h, mean, rstd
+    shift = torch.addmm(b2, a, w2.view(c, -1).t())
+    return shift, xf, attn, context, h, mean, rstd, a
+
+
+class _GlobalContextAdd(torch.autograd.Function):
+    """The whole add-fused block, y = x + delta(pool(x)), as one autograd node.
+
+    Autograd through the plain ops records ~15 nodes per block and materialises the
+    pooling's gradient of x before adding the pass-through one. This backward reads dy once
+    (the shift's gradient: a sum over positions), runs the transform's backward on (N, P) /
+    (N, C) vectors, reads x twice (alpha's and W_k's gradients) and writes
+    grad x = dy + g (x) alpha + W_k (x) dlogits in dy's own memory layout with two fused
+    multiply-adds. Everything runs in x's dtype (the softmax in >= float32).
+    """
+
+    @staticmethod
+    def forward(ctx, x, wk, bk, w1, b1, lnw, lnb, w2, b2, eps):
+        shift, _, attn, context, h, mean, rstd, a = _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps)
+        ctx.save_for_backward(x, wk, bk, w1, lnw, lnb, w2, attn, context, h, mean, rstd, a)
+        return x + shift.view(shift.shape + (1,) * (x.dim() - 2))
+
+    @staticmethod
+    def backward(ctx, gy):
+        if torch.is_autocast_enabled(gy.device.type):
+            with torch.autocast(gy.device.type, enabled=False):
+                return _add_backward(ctx.needs_input_grad, gy, *ctx.saved_tensors)
+        return _add_backward(ctx.needs_input_grad, gy, *ctx.saved_tensors)
+
+
+def _add_backward(need, gy, x, wk, bk, w1, lnw, lnb, w2, attn, context, h, mean, rstd, a):
+    """The gradients of :class:`_GlobalContextAdd` (inputs x, wk, bk, w1, b1, lnw, lnb, w2, b2)."""
+    xf = x.flatten(2)
+    n, c, length = xf.shape
+    dt = xf.dtype
+    pdt = w2.dtype
+    if pdt != dt:  # bf16 / fp16 x with float32 parameters: compute in x's dtype
+        wk, w1, lnw, lnb, w2 = (None if t is None else t.to(dt) for t in (wk, w1, lnw, lnb, w2))
+    gyf = (gy if gy.dtype == dt else gy.to(dt)).flatten(2)
+    g_wk = g_bk = g_w1 = g_b1 = g_lnw = g_lnb = g_w2 = g_b2 = grad_x = None
+    gs = gyf.sum(-1)  # (N, C): the gradient of the shift
+    if need[7]:
+        g_w2 = gs.t().mm(a).view(w2.shape)
+    if need[8]:
+        g_b2 = gs.sum(0)
+    g = gs.mm(w2.view(c, -1))  # the gradient of a, the last conv's input
+    if w1 is not None:
+        g = torch.ops.aten.threshold_backward(g, a, 0)
+        if lnw is not None:
+            p = w1.shape[0]
+            g, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
+                g, h, (p,), mean, rstd, lnw.view(p), lnb.view(p), (True, need[5], need[6])
+            )
+            g_lnw = None if g_lnw is None else g_lnw.view(lnw.shape)
+            g_lnb = None if g_lnb is None else g_lnb.view(lnb.shape)
+        if need[3]:
+            g_w1 = g.t().mm(context).view(w1.shape)
+        if need[4]:
+            g_b1 = g.sum(0)
+        g = g.mm(w1.view(-1, c))  # the gradient of the context, (N, C)
+    if wk is None:  # average pooling
+        if need[0]:
+            grad_x = gyf + (g / length).unsqueeze(-1)
+    else:
+        g_attn = torch.bmm(g.unsqueeze(1), xf)  # (N, 1, L)
+        sdt = attn.dtype
+        if sdt == dt:
+            dlogits = torch._softmax_backward_data(g_attn, attn, -1, sdt)
+        else:
+            dlogits = torch._softmax_backward_data(g_attn.to(sdt), attn, -1, sdt).to(dt)
+            attn = attn.to(dt)
+        if need[0]:  # dy + g (x) alpha + W_k (x) dlogits, in dy's layout
+            grad_x = torch.addcmul(gyf, g.unsqueeze(-1), attn).addcmul_(wk.view(1, c, 1), dlogits)
+        if need[1]:
+            g_wk = torch.bmm(dlogits, xf.transpose(1, 2)).sum(0).view(wk.shape)
+        if need[2]:  # the softmax is shift-invariant: exactly zero
+            g_bk = torch.zeros_like(bk)
+    if grad_x is not None:
+        grad_x = grad_x.reshape(x.shape)
+    grads = [g_wk, g_bk, g_w1, g_b1, g_lnw, g_lnb, g_w2, g_b2]
+    if pdt != dt:
+        grads = [None if t is None else t.to(pdt) for t in grads]
+    return (grad_x, *grads, None)
+
+
 class ContextModeling(nn.Module):
     """Step 1: pool x (N, C, *spatial) into one context vector per image, (N, C).
 
@@ -270,14 +393,40 @@ class GlobalContextBlock(nn.Module):
         check_input(type(self).__name__, x, self.channels)
         return self.pool.attention(x).reshape(x.shape[0], *x.shape[2:])
 
+    def _add_params(self) -> tuple:
+        """(W_k, b_k, W_1, b_1, LN weight, LN bias, W_2, b_2, LN eps) of the add branch."""
+        pool, t = self.pool.conv_mask, self.transform_add
+        wk, bk = (None, None) if pool is None else (pool.weight, pool.bias)
+        w1, b1 = (None, None) if t.conv_in is None else (t.conv_in.weight, t.conv_in.bias)
+        norm = t.norm
+        lnw, lnb, eps = (None, None, 0.0) if norm is None else (norm.weight, norm.bias, norm.eps)
+        return wk, bk, w1, b1, lnw, lnb, t.conv_out.weight, t.conv_out.bias, eps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(type(self).__name__, x, self.channels)
+        if not 3 <= x.dim() <= 5 or x.shape[1] != self.channels:
+            check_input(type(self).__name__, x, self.channels)  # raises, naming the mismatch
+        if self.transform_mul is not None:
+            return self._forward_modules(x)
+        # add fusion (GC, SNL, avg + add): one fused path, no submodule calls; under autocast
+        # the block runs in x's dtype (its parameters cast), as its backward does
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward_add(x)
+        return self._forward_add(x)
+
+    def _forward_add(self, x: torch.Tensor) -> torch.Tensor:
+        wk, bk, w1, b1, lnw, lnb, w2, b2, eps = self._add_params()
+        if torch.is_grad_enabled():
+            return _GlobalContextAdd.apply(x, wk, bk, w1, b1, lnw, lnb, w2, b2, eps)
+        shift = _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps)[0]
+        shift = shift.view(shift.shape + (1,) * (x.dim() - 2))
+        return x.add_(shift) if self.inplace else x + shift
+
+    def _forward_modules(self, x: torch.Tensor) -> torch.Tensor:
+        """mul fusion (SE, GC with mul or add + mul): pooling and transforms as modules."""
         context = self.pool(x)  # (N, C)
         bshape = (x.shape[0], self.channels) + (1,) * (x.dim() - 2)
         inplace = self.inplace and not torch.is_grad_enabled()
-        if self.transform_mul is None:
-            shift = self.transform_add(context).reshape(bshape)
-            return x.add_(shift) if inplace else x + shift
         scale = torch.sigmoid(self.transform_mul(context)).reshape(bshape)
         if self.transform_add is None:
             return x.mul_(scale) if inplace else x * scale

@@ -1,6 +1,8 @@
 """Backbones and task models."""
 
 from .detection import DETECTORS, create_detector
+from .external import create_external
+from .plugins import PRESETS, ContextPlug, add_context_blocks, inserted_blocks, remove_context_blocks
 from .registry import create_model, list_models, model_config, model_family, register_family, register_model
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet
 from .segmentation import SEGMENTORS, create_segmentor
@@ -14,9 +16,14 @@ __all__ = [
     "STAGES",
     "BasicBlock",
     "Bottleneck",
+    "PRESETS",
+    "ContextPlug",
     "PluginSpec",
     "ResNet",
+    "add_context_blocks",
+    "create_external",
     "create_model",
+    "inserted_blocks",
     "list_models",
     "load_checkpoint_file",
     "load_pretrained",
@@ -25,4 +32,5 @@ __all__ = [
     "model_family",
     "register_family",
     "register_model",
+    "remove_context_blocks",
 ]

@@ -21,6 +21,8 @@ from torch import nn
 
 from gcnet.layers import GlobalContextBlock, NonLocalBlock, SqueezeExcitation
 
+from .external import create_external, is_external
+from .plugins import apply_context
 from .resnet import BasicBlock, Bottleneck, PluginSpec, ResNet
 from .weights import TORCHVISION_ARCH, load_pretrained
 
@@ -80,7 +82,10 @@ def register_family(family: str, specs: Mapping[str, Any], builder: Callable[...
 
 def model_family(name: str) -> str | None:
     """``"resnet"`` for the backbones of this module, the family a builder was registered
-    with (``"segmentor"``, ``"detector"``), or None for an unknown name."""
+    with (``"segmentor"``, ``"detector"``), ``"external"`` for ``tv:NAME`` / ``timm:NAME``
+    (checked when built), or None for an unknown name."""
+    if is_external(name):
+        return "external"
     if name in _MODELS:
         return "resnet"
     return next((fam for fam, (specs, _) in _FAMILIES.items() if name in specs), None)
@@ -148,11 +153,21 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
             torchvision's ImageNet weights in the plain parts, plug-ins fresh; or a local
             checkpoint path (safetensors, or ``.pth``/``.pt`` loaded with ``weights_only``),
             ours or an official GCNet / mmdetection one.
-        **overrides: see the module docstring.
+        **overrides: see the module docstring; ``context={"block": "gc", "after": ...}``
+            puts blocks into any model (:func:`gcnet.models.plugins.apply_context`).
+
+    ``tv:NAME`` / ``timm:NAME`` build a torchvision / timm model
+    (:mod:`gcnet.models.external`).
     """
+    if is_external(name):
+        return create_external(name, pretrained=pretrained, **overrides)
+    context = overrides.pop("context", None)
     for specs, builder in _FAMILIES.values():
         if name in specs:
-            return builder(name, pretrained=pretrained, **overrides)
+            model = builder(name, pretrained=pretrained, **overrides)
+            if context:
+                apply_context(model, context)
+            return model
     cfg = model_config(name, **overrides)
     arch = cfg.pop("_arch")
     model = ResNet(**cfg)
@@ -160,4 +175,6 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
     model.arch = arch
     if pretrained:
         load_pretrained(model, pretrained, arch=arch)
+    if context:
+        apply_context(model, context)
     return model

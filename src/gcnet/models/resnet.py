@@ -220,8 +220,10 @@ class ResNet(nn.Module):
         groups, width_per_group: ResNeXt cardinality and width.
         output_stride: 32 (default), 16 (dilated c5) or 8 (dilated c4 and c5).
         contract_dilation: the first residual block of a dilated stage uses the previous
-            stage's dilation (torchvision's ``replace_stride_with_dilation``, default); False
-            dilates every block of the stage alike (mmsegmentation's ResNetV1c D8/D16).
+            stage's dilation, i.e. half the stage's (default): torchvision's
+            ``replace_stride_with_dilation`` and mmsegmentation's ``contract_dilation=True``
+            (its D8/D16 ResNetV1c). False dilates every block of the stage alike (mmseg's
+            ``ResNet`` default, ``contract_dilation=False``).
         deep_stem: three 3x3 convs (ResNet-V1c, mmsegmentation's ``stem.*`` keys).
         plugin: a :class:`PluginSpec` (or ``None`` for the plain network).
         norm: ``bn``, ``frozen_bn`` or ``syncbn``.

@@ -253,7 +253,7 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
     mmsegmentation's, converted by :func:`gcnet.convert.segmentor_from_mmseg`).
     """
     from .registry import create_model
-    from .weights import load_checkpoint_file, load_pretrained, load_state_dict_checked
+    from .weights import download_weights, load_checkpoint_file, load_pretrained, load_state_dict_checked
 
     unknown = sorted(set(overrides) - set(_SEG_OPTIONS))
     if unknown:
@@ -271,8 +271,11 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
     bb_kwargs = dict(overrides.get("backbone_kwargs") or {})
     backbone = create_model(
         spec["backbone"], num_classes=0, output_stride=int(spec["output_stride"]), norm=norm,
-        out_indices=(2, 3), **{"contract_dilation": head == "seed", **bb_kwargs},
+        out_indices=(2, 3), **{"contract_dilation": True, **bb_kwargs},
     )  # fmt: skip
+    # contract_dilation: mmseg's ResNetV1c(contract_dilation=True) for the -d8/-d16 models and
+    # torchvision's replace_stride_with_dilation for the seed's: the first block of a dilated
+    # stage gets half the stage's dilation (layer3[0] 1, layer4[0] 2 at output stride 8)
     arch = backbone.arch
     if norm == "syncbn":
         from gcnet.layers.sync_bn import SyncBatchNorm
@@ -299,8 +302,14 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
     if pretrained == "openmmlab":
         if arch not in OPENMMLAB_V1C:
             raise ValueError(f"no open-mmlab weights for {arch!r}; expected one of {sorted(OPENMMLAB_V1C)}")
-        sd = torch.hub.load_state_dict_from_url(OPENMMLAB_V1C[arch], map_location="cpu", weights_only=True,
-                                                check_hash=True)  # fmt: skip
+        url = OPENMMLAB_V1C[arch]
+
+        def fetch():
+            return torch.hub.load_state_dict_from_url(
+                url, map_location="cpu", weights_only=True, check_hash=True
+            )
+
+        sd = download_weights(fetch, f"open-mmlab {arch} weights", url)
         sd = sd.get("state_dict", sd)
         load_state_dict_checked(backbone, sd, f"open-mmlab {arch} weights")
     elif pretrained:

@@ -2,24 +2,46 @@
 
 Loading never silently half-succeeds: plug-in blocks may be absent from a *plain* source
 (they stay freshly initialised, exactly the identity for add-fused blocks) and a classifier
-with another number of classes is skipped; any other missing, unexpected or mis-shaped key
-raises a :class:`ValueError` that lists them.
+with another number of classes is skipped, with a one-line ``UserWarning`` (fine-tuning; a
+backbone without a classifier skips it quietly); any other missing, unexpected or mis-shaped
+key raises a :class:`ValueError` that lists them.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from gcnet.convert import is_mmdet_checkpoint, resnet_from_mmdet
+from gcnet.fileio import load_torch_file
 
-__all__ = ["load_checkpoint_file", "load_pretrained", "load_state_dict_checked"]
+__all__ = ["download_weights", "load_checkpoint_file", "load_pretrained", "load_state_dict_checked"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def download_weights(fetch: Callable[[], _T], what: str, url: str) -> _T:
+    """``fetch()`` (a weights download); a network failure (offline, DNS, refused or reset
+    connection, timeout, HTTP error) becomes a one-line :class:`ValueError` naming the
+    weights and the URL and saying how to go on without them."""
+    try:
+        return fetch()
+    except (OSError, http.client.HTTPException) as e:  # URLError, ConnectionError, socket timeouts
+        reason = getattr(e, "reason", None) or e
+        reason = " ".join(str(reason).split()) or type(e).__name__
+        raise ValueError(
+            f"cannot download {what} from {url} ({reason}): set model.pretrained=false, "
+            "or pass a local checkpoint path"
+        ) from None
+
 
 # the archs torchvision publishes ImageNet weights for (its names are ours)
 TORCHVISION_ARCH = {k: k for k in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -29,7 +51,8 @@ TORCHVISION_ARCH = {k: k for k in ("resnet18", "resnet34", "resnet50", "resnet10
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` file loaded
     with ``weights_only=True`` (a checkpoint cannot run code). Unwraps ``state_dict``/``model``
-    /``ema`` entries and a DDP ``module.`` prefix."""
+    /``ema`` entries (a training checkpoint with an EMA gives the EMA weights, what ``gcnet
+    eval`` evaluates), a DDP ``module.`` prefix and an ``AveragedModel`` state dict (EMA)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -38,10 +61,7 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         sd: dict = load_file(path)
     else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors, truncated files, code-carrying pickles
-            raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+        sd = load_torch_file(path)  # weights_only: a checkpoint cannot run code
     if not isinstance(sd, Mapping):
         raise ValueError(f"checkpoint {path} holds a {type(sd).__name__}, not a state dict")
     for wrapper in ("model_ema", "ema", "state_dict", "model"):
@@ -49,6 +69,9 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = sd[wrapper]
             break
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    # torch.optim.swa_utils.AveragedModel (train.ema): module.* keys plus an n_averaged counter
+    if "n_averaged" in sd and any(k.startswith("module.") for k in sd):
+        sd.pop("n_averaged")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
@@ -64,11 +87,12 @@ def load_state_dict_checked(
     allowed_missing = set()
     if not has_plugins:  # a plain backbone: the plug-ins stay fresh
         allowed_missing |= {k for k in own if ".context_block." in k}
-    notes = []
+    dropped = None  # (checkpoint classes, model classes or None): a head of another size
+    if "fc.weight" in sd and ("fc.weight" not in own or own["fc.weight"].shape != sd["fc.weight"].shape):
+        dropped = (sd["fc.weight"].shape[0], own["fc.weight"].shape[0] if "fc.weight" in own else None)
     for head in ("fc.weight", "fc.bias"):
-        if head in sd and (head not in own or own[head].shape != sd[head].shape):
+        if dropped and head in sd:
             sd.pop(head)
-            notes.append(head)
         if head not in sd:
             allowed_missing.add(head)
     missing = sorted(k for k in own if k not in sd and k not in allowed_missing)
@@ -89,8 +113,15 @@ def load_state_dict_checked(
                 parts.append(f"  {label} ({len(keys)}): {shown}")
         raise ValueError("\n".join(parts))
     model.load_state_dict(sd, strict=False)
-    if notes:
-        log.info("%s: classifier %s not loaded (different number of classes)", source, notes)
+    if dropped and dropped[1] is None:  # a backbone (num_classes=0): the classifier has no place
+        log.info("%s: classifier fc (%d classes) not loaded into a backbone", source, dropped[0])
+    elif dropped:
+        warnings.warn(
+            f"{source}: classifier fc ({dropped[0]} classes) not loaded into a {dropped[1]}-class model "
+            "(fine-tuning to other classes)",
+            UserWarning,
+            stacklevel=2,
+        )
     if not has_plugins and any(".context_block." in k for k in own):
         log.info("%s: plain weights loaded; context blocks freshly initialised", source)
 
@@ -107,7 +138,9 @@ def _torchvision_state_dict(arch: str, weights: str | None) -> dict[str, torch.T
         raise ValueError(
             f"unknown torchvision weights {weights!r} for {arch}; expected one of {[m.name for m in enum]}"
         ) from None
-    return w.get_state_dict(progress=True)
+    return download_weights(
+        lambda: w.get_state_dict(progress=True), f"torchvision {arch} weights ({w.name})", w.url
+    )
 
 
 def load_pretrained(model: nn.Module, source: str | bool, arch: str) -> None:
@@ -120,4 +153,24 @@ def load_pretrained(model: nn.Module, source: str | bool, arch: str) -> None:
     sd = load_checkpoint_file(source)
     if is_mmdet_checkpoint(sd):
         sd = resnet_from_mmdet(sd)
-    load_state_dict_checked(model, sd, f"checkpoint {source}")
+    try:
+        load_state_dict_checked(model, sd, f"checkpoint {source}")
+    except ValueError as e:
+        held = trained_model_name(source)
+        wanted = getattr(model, "model_name", None)
+        if held and wanted and held != wanted:
+            raise ValueError(f"checkpoint {source} holds a {held} (its config says so), not a {wanted}; "
+                             f"build {held} or give a {wanted} checkpoint\n{e}") from None  # fmt: skip
+        raise
+
+
+def trained_model_name(path: str) -> str | None:
+    """The model name in a gcnet run's checkpoint (its config), or None."""
+    if not isinstance(path, str) or not path.endswith((".pth", ".pt")):
+        return None
+    try:
+        ck = load_torch_file(path)
+    except (ValueError, FileNotFoundError):
+        return None
+    cfg = ck.get("config") if isinstance(ck, Mapping) else None
+    return cfg.get("model", {}).get("name") if isinstance(cfg, Mapping) else None

@@ -22,6 +22,7 @@ tensors, a model called on the images alone); a task overrides what differs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from gcnet.data import collate_skip_bad
 from gcnet.errors import ConfigError
-from gcnet.models import create_model
+from gcnet.models import create_model, model_family
 
 __all__ = ["DemoSpec", "Task", "check_choice"]
 
@@ -70,6 +71,9 @@ class Task:
     #: how the metric is called in printed summaries
     metric_label: str = ""
     demo: DemoSpec | None = None
+    #: the :func:`gcnet.models.model_family` values of the task's models, and examples
+    model_families: tuple[str, ...] = ()
+    model_examples: str = ""
     #: whether ``--skip-bad-images`` applies to this task's data
     skips_bad_images: bool = False
 
@@ -79,6 +83,20 @@ class Task:
         check_choice(cfg, "data.dataset", self.datasets)
         if cfg["data"]["dataset"] not in self.rootless_datasets and not cfg["data"]["root"]:
             raise ConfigError(f"data.root is required for data.dataset={cfg['data']['dataset']}")
+
+    def check_run(self, cfg: Mapping[str, Any]) -> None:
+        """Checks of a config about to train or evaluate, before any data is read or any file
+        written: the model fits the task, the dataset root exists."""
+        name = cfg["model"]["name"]
+        family = model_family(name)
+        if family is None:
+            raise ConfigError(f"model.name={name!r} is not a registered model (see gcnet.list_models())")
+        if family not in self.model_families:
+            raise ConfigError(f"task={self.name} needs a {self.name} model (e.g. {self.model_examples}), "
+                              f"got model.name={name!r}")  # fmt: skip
+        root = cfg["data"]["root"]
+        if root and cfg["data"]["dataset"] not in ("synthetic",) and not os.path.isdir(root):
+            raise ConfigError(f"data.root={root!r}: folder not found (data.dataset={cfg['data']['dataset']})")
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         """The config update that ``--data ROOT`` stands for: the root of the recipe's own
@@ -105,6 +123,14 @@ class Task:
         """Why an epoch has no step."""
         return f"the training set ({len(ds)} images) is smaller than one batch ({batch_size})"
 
+    def align_classes(self, ds: Dataset, ds_classes: Sequence[str], classes: Sequence[str]) -> Dataset:
+        """The dataset labelled with a checkpoint's class indices: the class names must be
+        the checkpoint's, in its order (a task whose datasets can relabel overrides this)."""
+        if list(ds_classes) != list(classes):
+            raise ValueError(f"the data's classes {list(ds_classes)[:10]} are not the checkpoint's "
+                             f"{list(classes)[:10]}")  # fmt: skip
+        return ds
+
     def val_batch_size(self, cfg: Mapping[str, Any], per_rank: int) -> int:
         return per_rank
 
@@ -126,6 +152,8 @@ class Task:
                 + (" (with background)" if n != num_classes else "")
                 + "; drop model.kwargs.num_classes"
             )
+        if m.get("context"):  # blocks put into the model by gcnet.add_context_blocks
+            kw["context"] = m["context"]
         return create_model(m["name"], pretrained=pre or False, num_classes=n, **kw)
 
     # -- the step ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset
 from gcnet.data import build_classification_data
 from gcnet.data.datasets import load_image
 from gcnet.data.transforms import build_batch_mix, build_transforms
-from gcnet.errors import ConfigError
 from gcnet.fileio import write_json
 from gcnet.models import model_config, model_family
 from gcnet.utils import distributed as du
@@ -86,16 +85,10 @@ class ClassificationTask(Task):
     rootless_datasets = ("synthetic", "cifar10", "cifar100")
     metric = "top1"
     metric_label = "top-1"
+    model_families = ("resnet", "external")
+    model_examples = "resnet50, gc_resnet50, tv:convnext_tiny, timm:efficientnet_b0"
     skips_bad_images = True
     demo = DemoSpec("demo_synthetic.yaml", ("resnet18", "gc_resnet18"), "runs/demo")
-
-    def validate(self, cfg: Mapping[str, Any]) -> None:
-        super().validate(cfg)
-        if model_family(cfg["model"]["name"]) not in ("resnet", None):
-            raise ConfigError(
-                f"task=classification needs a classifier (e.g. resnet50, gc_resnet50), "
-                f"got model.name={cfg['model']['name']!r}"
-            )
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         dataset = cfg["data"]["dataset"]
@@ -103,6 +96,19 @@ class ClassificationTask(Task):
 
     def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
         return build_classification_data(cfg, split)
+
+    def align_classes(self, ds, ds_classes, classes):
+        """An ImageFolder tree numbers its classes by sorted folder name; a checkpoint keeps
+        its own order (the synthetic set's is not sorted): relabel the tree by class name."""
+        if list(ds_classes) == list(classes):
+            return ds
+        if sorted(ds_classes) != sorted(classes) or not hasattr(ds, "samples"):
+            return super().align_classes(ds, ds_classes, classes)
+        to_ckpt = {ds.class_to_idx[name]: i for i, name in enumerate(classes)}
+        ds.samples = [(path, to_ckpt[t]) for path, t in ds.samples]
+        ds.targets = [t for _, t in ds.samples]
+        ds.classes, ds.class_to_idx = list(classes), {name: i for i, name in enumerate(classes)}
+        return ds
 
     def batch_transform(self, cfg: Mapping[str, Any], num_classes: int):
         return build_batch_mix(cfg["data"], num_classes)
@@ -165,11 +171,16 @@ class ClassificationTask(Task):
         return "\n".join(lines)
 
     def owns_model(self, name: str) -> bool:
-        return model_family(name) == "resnet"
+        return model_family(name) in self.model_families
 
     def plain_model(self, name, build, overrides):
-        from gcnet.models import ResNet
+        from gcnet.models import ResNet, create_model
 
+        if overrides.get("context"):  # the same network without the context blocks put in
+            plain = create_model(name, **{k: v for k, v in overrides.items() if k != "context"})
+            return plain.eval(), f"{name} without model.context's blocks"
+        if model_family(name) == "external":
+            return None, None
         cfg = model_config(name, **overrides)
         cfg.pop("_arch")
         if cfg.get("plugin") is None:

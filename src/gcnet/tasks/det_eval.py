@@ -14,14 +14,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from gcnet.fileio import write_json
 from gcnet.utils.device import autocast_ctx
 from gcnet.utils.progress import progress_bar
 
-from gcnet.fileio import write_json
-
-__all__ = ["STAT_NAMES", "to_coco_results", "coco_evaluate", "evaluate_detection"]
+__all__ = ["STAT_NAMES", "RESULT_KEYS", "to_coco_results", "coco_evaluate", "evaluate_detection"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# the fields of a COCO results file, per iou type: what is written out (pycocotools' loadRes
+# adds id / area / iscrowd / bbox / segmentation to the dicts it is given, as numpy values)
+RESULT_KEYS = {"bbox": ("image_id", "category_id", "bbox", "score"),
+               "segm": ("image_id", "category_id", "segmentation", "score")}  # fmt: skip
 
 
 def to_coco_results(output: dict[str, torch.Tensor], image_id: int, label_to_cat: dict[int, int],
@@ -50,14 +54,15 @@ def to_coco_results(output: dict[str, torch.Tensor], image_id: int, label_to_cat
 def coco_evaluate(coco_gt, results: list[dict], iou_type: str, image_ids: list[int] | None = None,
                   verbose: bool = False) -> dict[str, float]:  # fmt: skip
     """pycocotools' COCOeval on ``results``: {AP, AP50, AP75, APs, APm, APl} in [0, 1]
-    (-1 where COCO defines none, e.g. no small objects). No detections -> all 0."""
+    (-1 where COCO defines none, e.g. no small objects). No detections -> all 0.
+    ``results`` is left as it was: pycocotools gets copies (its loadRes adds keys in place)."""
     from pycocotools.cocoeval import COCOeval
 
     if not results:
         return {k: 0.0 for k in STAT_NAMES}
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
-        dt = coco_gt.loadRes(results)
+        dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes only sets top-level keys
         ev = COCOeval(coco_gt, dt, iou_type)
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)
@@ -111,7 +116,9 @@ def evaluate_detection(
             stats = coco_evaluate(ds.coco, res, iou_type, sorted(set(seen)))
             metrics.update({f"{iou_type}_{k}": 100.0 * v if v >= 0 else v for k, v in stats.items()})
             if out_dir:
-                path = write_json(os.path.join(out_dir, f"results_{iou_type}.json"), res)
+                keys = RESULT_KEYS[iou_type]
+                rows = [{k: r[k] for k in keys} for r in res]
+                path = write_json(os.path.join(out_dir, f"results_{iou_type}.json"), rows)
                 metrics[f"{iou_type}_results"] = path
         metrics["num_images"] = len(set(seen))
         metrics["num_detections"] = len(bbox)

@@ -15,7 +15,6 @@ from torch.utils.data import Dataset
 
 from gcnet.data.coco import AspectRatioBatchSampler, build_detection_data, collate_detection
 from gcnet.data.datasets import load_image
-from gcnet.errors import ConfigError
 from gcnet.fileio import write_json
 from gcnet.models import model_family
 
@@ -30,14 +29,10 @@ class DetectionTask(Task):
     datasets = ("synthetic", "coco")
     metric = "bbox_AP"
     metric_label = "bbox AP"
+    model_families = ("detector",)
+    model_examples = "maskrcnn_gc_r50_fpn, fasterrcnn_r50_fpn"
     demo = DemoSpec("demo_detection.yaml", ("maskrcnn_r18_fpn", "maskrcnn_gc_r18_fpn"), "runs/demo_det")
     collate_fn = staticmethod(collate_detection)
-
-    def validate(self, cfg: Mapping[str, Any]) -> None:
-        super().validate(cfg)
-        name = cfg["model"]["name"]
-        if not name.startswith(("maskrcnn", "fasterrcnn")) or model_family(name) not in ("detector", None):
-            raise ConfigError(f"task=detection needs a maskrcnn_* / fasterrcnn_* model, got {name!r}")
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         return {"data": {"dataset": "coco", "root": root}}
@@ -87,9 +82,9 @@ class DetectionTask(Task):
     def epoch_summary(self, row: Mapping[str, Any]) -> str:
         if "val_bbox_AP" not in row:
             return ""
-        msg = f", val bbox AP {row['val_bbox_AP']:.2f}"
+        msg = f", val bbox AP {row['val_bbox_AP']:.2f}%"
         if "val_segm_AP" in row:
-            msg += f", segm AP {row['val_segm_AP']:.2f}"
+            msg += f", segm AP {row['val_segm_AP']:.2f}%"
         return msg
 
     def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:

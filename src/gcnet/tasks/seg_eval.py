@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from gcnet.utils.device import autocast_ctx
-from gcnet.utils.progress import progress_bar
 
 from gcnet.utils import distributed as du
+from gcnet.utils.device import autocast_ctx
+from gcnet.utils.progress import progress_bar
 
 __all__ = [
     "confusion_matrix",

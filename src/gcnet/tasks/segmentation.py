@@ -34,6 +34,8 @@ class SegmentationTask(Task):
     datasets = ("synthetic", "cityscapes", "voc", "ade20k")
     metric = "mIoU"
     metric_label = "mIoU"
+    model_families = ("segmentor",)
+    model_examples = "gcnet_r50_d8, fcn_r50_d8"
     demo = DemoSpec("demo_segmentation.yaml", ("fcn_r18_d8", "gcnet_r18_d8"), "runs/demo_seg")
 
     def validate(self, cfg: Mapping[str, Any]) -> None:
@@ -41,11 +43,11 @@ class SegmentationTask(Task):
         check_choice(cfg, "eval.mode", ("whole", "slide"))
         if cfg["eval"]["mode"] == "slide" and not (cfg["eval"]["crop_size"] and cfg["eval"]["stride"]):
             raise ConfigError("eval.mode=slide needs eval.crop_size and eval.stride")
-        if model_family(cfg["model"]["name"]) not in ("segmentor", None):
-            raise ConfigError(
-                f"task=segmentation needs a segmentation model (e.g. gcnet_r50_d8, fcn_r50_d8), "
-                f"got model.name={cfg['model']['name']!r}"
-            )
+        d = cfg["data"]
+        crop, rr = d["seg"]["crop_size"], d["seg"]["ratio_range"] or [1.0]
+        if crop and d["dataset"] == "synthetic" and max(crop) > d["image_size"] * max(rr):
+            raise ConfigError(f"data.seg.crop_size={crop} is larger than any training image "
+                              f"(data.image_size={d['image_size']} x data.seg.ratio_range {rr})")  # fmt: skip
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         if cfg["data"]["dataset"] == "synthetic":

@@ -16,7 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["MemoryTracker", "compare_times", "median_time", "peak_memory"]
+__all__ = ["MemoryTracker", "compare_times", "median_time", "peak_memory", "ratio_stats", "round_robin"]
 
 
 def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, stat: str = "median") -> float:
@@ -32,21 +32,41 @@ def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, st
     return (times[0] if stat == "min" else times[len(times) // 2]) * 1e3
 
 
-def compare_times(
-    fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
-) -> dict[str, float]:
-    """Median ms of each callable, timed round-robin (one call of each per round), so slow
-    drifts of the machine (clock, cache, allocator state) fall on every candidate alike."""
+def round_robin(
+    fns: dict[str, Callable[[], object]], rounds: int = 10, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Wall ms of every call, timed round-robin (one call of each per round), so slow drifts
+    of the machine (clock, cache, allocator state, other load) fall on every candidate alike.
+    Returns {name: [ms of round 0, round 1, ...]}."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def compare_times(
+    fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
+) -> dict[str, float]:
+    """Median ms of each callable, timed round-robin (:func:`round_robin`)."""
+    return {k: _median(v) for k, v in round_robin(fns, repeats, warmup).items()}
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
+def ratio_stats(times: dict[str, list[float]], name: str, base: str) -> tuple[float, float, float]:
+    """(median, min, max) over rounds of the per-round ratio times[name][i] / times[base][i]:
+    a ratio measured within each round, so load that hits a whole round cancels."""
+    r = [a / b for a, b in zip(times[name], times[base])]
+    return _median(r), min(r), max(r)
 
 
 class MemoryTracker(TorchDispatchMode):

@@ -7,7 +7,16 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_main", "rank", "world_size", "all_reduce_sum", "barrier", "cleanup"]
+__all__ = [
+    "init_distributed",
+    "is_main",
+    "rank",
+    "world_size",
+    "all_reduce_sum",
+    "barrier",
+    "cleanup",
+    "gather_objects",
+]
 
 
 def init_distributed(device: torch.device) -> bool:
@@ -42,6 +51,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def gather_objects(obj):
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` in one process)."""
+    if not is_dist():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

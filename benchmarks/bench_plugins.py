@@ -1,0 +1,105 @@
+"""What GC r16 costs when ``gcnet.add_context_blocks`` puts it into torchvision models:
+MobileNetV3-Large, EfficientNet-B0, ConvNeXt-T and ResNet-50, float32 CPU inference.
+
+    python benchmarks/bench_plugins.py [--rounds 5] [--size 224] [--size-b32 112]
+
+Per model: the model as torchvision builds it ("plain"), the same with GC r16 in c3-c5 at
+its preset's after_1x1 position (``preset:<family>``), and, where the model has its own SE
+blocks, the model without them (SE -> identity), so that GC's cost stands beside SE's.
+Params, FLOPs in the paper's unit (multiply-adds, GMACs, at batch 1 and --size) and
+latency at batch 1 (--size) and batch 32 (--size-b32; 224 for the full-size run). The
+variants of one model are timed round-robin (one call of each per round, median of the
+rounds), so the ratios vs plain are measured side by side. Block weights are non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torchvision
+from torch import nn
+
+import gcnet
+from gcnet.tools.complexity import count_flops, count_params
+from gcnet.tools.profiling import compare_times
+
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+
+# torchvision name -> preset family
+MODELS = {
+    "mobilenet_v3_large": "mobilenet",
+    "efficientnet_b0": "efficientnet",
+    "convnext_tiny": "convnext",
+    "resnet50": "resnet",
+}
+
+
+def _without_se(model: nn.Module) -> int:
+    """Replace the model's own SqueezeExcitation modules by identities; how many."""
+    se = [n for n, m in model.named_modules() if type(m).__name__ == "SqueezeExcitation"]
+    for name in se:
+        parent, _, attr = name.rpartition(".")
+        model.get_submodule(parent)._modules[attr] = nn.Identity()
+    return len(se)
+
+
+def variants(name: str, family: str) -> dict[str, tuple[nn.Module, int]]:
+    """{label: (model in eval mode, number of context blocks it has)}."""
+    torch.manual_seed(0)
+    plain = torchvision.models.get_model(name).eval()
+    out = {"plain": (plain, 0)}
+    gc = torchvision.models.get_model(name).eval()
+    gc.load_state_dict(plain.state_dict())
+    names = gcnet.add_context_blocks(gc, "gc", f"preset:{family}:after_1x1:c3-c5", ratio=1 / 16)
+    with torch.no_grad():  # non-zero block weights: a zero-initialised block must not look cheaper
+        for block in gcnet.inserted_blocks(gc).values():
+            for p in block.parameters():
+                p.normal_(0, 0.01)
+    out["+GC r16 (c3-c5)"] = (gc, len(names))
+    no_se = torchvision.models.get_model(name).eval()
+    if _without_se(no_se):
+        out["without its SE"] = (no_se, 0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (median)")
+    ap.add_argument("--size", type=int, default=224, help="input size at batch 1 (and for FLOPs)")
+    ap.add_argument("--size-b32", type=int, default=112, help="input size at batch 32 (224: full size)")
+    ap.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS)
+    )
+    ap.add_argument("--system-malloc", action="store_true")
+    args = ap.parse_args()
+    if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{torch.get_num_threads()} threads, float32 CPU, inference; "
+          f"batch 1 at {args.size}x{args.size}, batch 32 at {args.size_b32}x{args.size_b32}; "
+          f"median of {args.rounds} round-robin rounds\n")  # fmt: skip
+    print("| model | variant | blocks | params (M) | +params | GMACs | +MACs | b1 ms | b1 vs plain "
+          "| b32 ms | b32 vs plain |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    x1 = torch.randn(1, 3, args.size, args.size)
+    x32 = torch.randn(32, 3, args.size_b32, args.size_b32)
+    for name in args.models.split(","):
+        vs = variants(name, MODELS[name])
+        params = {k: count_params(m) for k, (m, _) in vs.items()}
+        macs = {k: count_flops(m, x1) / 2 for k, (m, _) in vs.items()}  # FlopCounter: 2 x MACs
+        with torch.inference_mode():
+            t1 = compare_times({k: (lambda m=m: m(x1)) for k, (m, _) in vs.items()}, args.rounds, 2)
+            t32 = compare_times({k: (lambda m=m: m(x32)) for k, (m, _) in vs.items()}, args.rounds, 1)
+        for k, (_, blocks) in vs.items():
+            dp = (params[k] - params["plain"]) / params["plain"]
+            dm = (macs[k] - macs["plain"]) / macs["plain"]
+            print(f"| {name} | {k} | {blocks} | {params[k] / 1e6:.3f} | {100 * dp:+.2f}% "
+                  f"| {macs[k] / 1e9:.3f} | {100 * dm:+.2f}% | {t1[k]:.1f} | {t1[k] / t1['plain']:.3f} "
+                  f"| {t32[k]:.0f} | {t32[k] / t32['plain']:.3f} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
