@@ -1,19 +1,28 @@
 """Backbone benchmark: gc_resnet50 vs our resnet50 vs torchvision's resnet50 vs timm's
 gcresnet50t, float32 CPU, ratios measured side by side in one run.
 
-    python benchmarks/bench_backbones.py [--repeats 5] [--batches 1,32] [--train-batch 16]
+    python benchmarks/bench_backbones.py [--rounds 7] [--batches 1,32] [--train-batches 8,16]
+        [--layouts contiguous,channels_last] [--baseline-block FILE] [--compile]
 
-Inference latency (batch 1 and 32, 224x224, contiguous and channels_last) and one training
-step (forward, backward, SGD step; batch 16). Ratios are against our plain resnet50. The
-candidates are timed round-robin (one call of each per round; the median per candidate),
-so drifts of the machine fall on all of them alike.
-The goal (the paper's promise that GC is nearly free): gc_resnet50 within 3% of resnet50
-in inference and 8% in training; our resnet50 no slower than torchvision's.
+Inference latency (224x224, contiguous and channels_last) and one training step (forward,
+backward, SGD step with momentum). The candidates are timed round-robin (one call of each
+per round), and every ratio is the median over rounds of the ratio measured *within* a
+round against our plain resnet50, printed with its spread (min..max over rounds), so load
+from other processes that hits a whole round cancels.
+
+``--baseline-block FILE`` adds ``gc_resnet50 (baseline block)``: the same network with its
+context blocks replaced by the ``GlobalContextBlock`` of FILE (e.g. an older
+``src/gcnet/layers/context.py`` from git), the weights copied: before/after in one run.
+``--compile`` adds torch.compile'd resnet50 / gc_resnet50 (inductor; slow to compile).
+
+The goal (issue 16; the paper's promise that GC is nearly free): gc_resnet50 within +3% of
+resnet50 at batch 1, +2% at batch 32, +5% per training step at batch 8 and 16.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -21,14 +30,34 @@ import torch
 import torchvision
 
 from gcnet import create_model
-from gcnet.tools.profiling import compare_times
+from gcnet.tools.profiling import ratio_stats, round_robin
 
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+BASE = "resnet50 (gcnet)"
 
 
-def _models() -> dict[str, torch.nn.Module]:
+def load_block_class(path: str) -> type:
+    """``GlobalContextBlock`` from a copy of gcnet/layers/context.py (relative imports resolve
+    against gcnet.layers)."""
+    spec = importlib.util.spec_from_file_location("gcnet.layers._baseline_context", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.GlobalContextBlock
+
+
+def _swap_blocks(model: torch.nn.Module, cls: type) -> torch.nn.Module:
+    for name, blk in list(model.context_blocks().items()):
+        parent = model.get_submodule(name.rsplit(".", 1)[0])
+        new = cls(blk.channels, blk.ratio)
+        new.load_state_dict(blk.state_dict())
+        new.inplace = blk.inplace
+        parent.context_block = new
+    return model
+
+
+def _models(baseline_block: str | None, compile_: bool) -> dict[str, torch.nn.Module]:
     models = {
-        "resnet50 (gcnet)": create_model("resnet50"),
+        BASE: create_model("resnet50"),
         "gc_resnet50 (gcnet)": create_model("gc_resnet50"),
         "resnet50 (torchvision)": torchvision.models.resnet50(),
     }
@@ -44,64 +73,72 @@ def _models() -> dict[str, torch.nn.Module]:
             for name, p in m.named_parameters():
                 if "context_block" in name or "attn" in name:
                     p.normal_(0, 0.01)
+    if baseline_block:
+        gc = create_model("gc_resnet50")
+        gc.load_state_dict(models["gc_resnet50 (gcnet)"].state_dict())
+        models["gc_resnet50 (baseline block)"] = _swap_blocks(gc, load_block_class(baseline_block))
+    if compile_:
+        for k in (BASE, "gc_resnet50 (gcnet)"):
+            models[k.replace("(gcnet)", "(compiled)")] = torch.compile(models[k])
     return models
 
 
-def main() -> None:
+def _row(name: str, models, times, setting: str) -> str:
+    n = sum(p.numel() for p in models[name].parameters()) / 1e6
+    med = sorted(times[name])[len(times[name]) // 2]
+    r, lo, hi = ratio_stats(times, name, BASE)
+    return f"| {name} | {n:.2f} | {setting} | {med:.1f} | {r:.3f} | {lo:.3f}..{hi:.3f} |"
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--rounds", "--repeats", type=int, default=7, dest="rounds")
+    ap.add_argument("--batches", default="1,32", help="inference batch sizes ('' for none)")
+    ap.add_argument("--train-batches", default="8,16", help="training-step batch sizes ('' for none)")
+    ap.add_argument("--layouts", default="contiguous,channels_last")
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--baseline-block", default=None, metavar="FILE")
+    ap.add_argument("--compile", action="store_true")
     ap.add_argument("--system-malloc", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
     torch.manual_seed(0)
-    models = _models()
-    base = "resnet50 (gcnet)"
+    models = _models(args.baseline_block, args.compile)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
-        f"{args.size}x{args.size}, median of {args.repeats}\n"
+        f"{args.size}x{args.size}, {args.rounds} rounds (ratio = median of per-round ratios)\n"
     )
-    print("| model | params (M) | setting | ms | vs resnet50 (gcnet) |")
-    print("|---|---|---|---|---|")
-    for bs in [int(b) for b in args.batches.split(",")]:
-        for layout in ("contiguous", "channels_last"):
+    print("| model | params (M) | setting | median ms | vs resnet50 (gcnet) | spread over rounds |")
+    print("|---|---|---|---|---|---|")
+    layouts = [s for s in args.layouts.split(",") if s]
+    for bs in [int(b) for b in args.batches.split(",") if b]:
+        for layout in layouts:
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
             x = torch.randn(bs, 3, args.size, args.size).to(memory_format=fmt)
             for m in models.values():
                 m.eval().to(memory_format=fmt)
             with torch.inference_mode():
-                times = compare_times(
-                    {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, args.repeats, 2
-                )
-            for name, t in times.items():
-                n = sum(p.numel() for p in models[name].parameters()) / 1e6
-                print(
-                    f"| {name} | {n:.2f} | inference b{bs} {layout} | {t:.1f} | {t / times[base]:.3f} |",
-                    flush=True,
-                )
-    x = torch.randn(args.train_batch, 3, args.size, args.size)
-    y = torch.randint(0, 1000, (args.train_batch,))
-    steps = {}
-    for name, m in models.items():
-        m = m.train().to(memory_format=torch.contiguous_format)
-        opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
+                times = round_robin({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, args.rounds, 2)
+            for name in models:
+                print(_row(name, models, times, f"inference b{bs} {layout}"), flush=True)
+    for bs in [int(b) for b in args.train_batches.split(",") if b]:
+        x = torch.randn(bs, 3, args.size, args.size)
+        y = torch.randint(0, 1000, (bs,))
+        steps = {}
+        for name, m in models.items():
+            m = m.train().to(memory_format=torch.contiguous_format)
+            opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
 
-        def step(m=m, opt=opt):
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(m(x), y).backward()
-            opt.step()
+            def step(m=m, opt=opt):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
 
-        steps[name] = step
-    times = compare_times(steps, args.repeats, warmup=1)
-    for name, t in times.items():
-        n = sum(p.numel() for p in models[name].parameters()) / 1e6
-        print(
-            f"| {name} | {n:.2f} | train step b{args.train_batch} | {t:.1f} | {t / times[base]:.3f} |",
-            flush=True,
-        )
+            steps[name] = step
+        times = round_robin(steps, args.rounds, warmup=1)
+        for name in models:
+            print(_row(name, models, times, f"train step b{bs}"), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,24 @@
 GC vs NL vs SNL vs SE, at ResNet stage shapes. Float32 CPU. All numbers from one run.
 
     python benchmarks/bench_blocks.py [--repeats 10] [--shapes 8x256x56x56,...] [--threads N]
+        [--baseline-block FILE] [--skip-family]
 
 Prints markdown tables: forward and forward+backward time (median, ms), peak memory of the
-tensors each call allocates (MB), ratios against timm measured side by side, and the memory
-traffic bound of the forward (2 reads + 1 write of x at the measured copy bandwidth).
+tensors each call allocates (MB), ratios against timm (median of per-round ratios, the
+candidates and ``x.clone()`` timed round-robin), and the memory-traffic bounds, from the copy
+time t_copy of x (1 read + 1 write) measured in the same rounds:
+
+- forward: 2 reads + 1 write of x = 1.5 t_copy (a fused kernel pools in one read with an
+  online softmax, then writes x + shift in a second);
+- forward + backward: the forward's 3 passes + 4 for the backward = 3.5 t_copy. The backward
+  must read dy once for the shift's gradient (a sum over positions) before anything else
+  depends on it, then one pass that reads x and dy and writes grad x: alpha's and W_k's
+  gradients fold into that pass because the softmax backward's <alpha, dalpha> equals
+  g . context, known without reading x.
+
+"overhead us" is the time above the bound (the fixed per-call cost at 14x14 and 7x7).
+``--baseline-block FILE`` adds a row for the ``GlobalContextBlock`` of FILE (e.g. an older
+``src/gcnet/layers/context.py`` from git): before/after in one run.
 
 glibc's malloc returns every large block to the OS and page-faults it back on the next
 allocation, which adds 2-10x noise to CPU timings of 25 MB tensors. Unless
@@ -16,20 +30,30 @@ raised (what a long-running training process sees after warm-up, or with jemallo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
 import torch
 
 from gcnet import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
-from gcnet.tools.profiling import median_time, peak_memory
+from gcnet.tools.profiling import median_time, peak_memory, ratio_stats, round_robin
 
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
 
-def _peers(c: int) -> dict[str, torch.nn.Module]:
+def _load_block_class(path: str) -> type:
+    spec = importlib.util.spec_from_file_location("gcnet.layers._baseline_context", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.GlobalContextBlock
+
+
+def _peers(c: int, baseline: type | None = None) -> dict[str, torch.nn.Module]:
     peers: dict[str, torch.nn.Module] = {"gcnet": GlobalContextBlock(c, 1 / 16)}
+    if baseline is not None:
+        peers["gcnet (baseline)"] = baseline(c, 1 / 16)
     try:
         from timm.layers import GlobalContext
 
@@ -54,11 +78,15 @@ def _family(c: int) -> dict[str, torch.nn.Module]:
     }
 
 
-def _measure(m: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+def _randomized(m: torch.nn.Module) -> torch.nn.Module:
     # non-zero weights everywhere, so no branch is skipped or trivially cheap
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0, 0.01)
+    return m
+
+
+def _calls(m: torch.nn.Module, x: torch.Tensor):
     xg = x.clone().requires_grad_()
     gy = torch.randn_like(x)
     params = [xg, *m.parameters()]
@@ -70,12 +98,53 @@ def _measure(m: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, flo
     def fwd_bwd():
         return torch.autograd.grad(m(xg), params, gy)
 
+    return fwd, fwd_bwd
+
+
+def _measure(m: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    fwd, fwd_bwd = _calls(_randomized(m), x)
     return {
         "fwd": median_time(fwd, repeats),
         "fb": median_time(fwd_bwd, repeats),
         "mem_f": peak_memory(fwd) / 2**20,
         "mem_fb": peak_memory(fwd_bwd) / 2**20,
     }
+
+
+def _med(v: list[float]) -> float:
+    return sorted(v)[len(v) // 2]
+
+
+def _peer_table(shapes, repeats: int, baseline: type | None) -> None:
+    print(
+        "| shape | copy x ms | impl | fwd ms | fwd/bound | fwd overhead us | fwd vs timm (spread) "
+        "| fwd+bwd ms | fwd+bwd/bound | fwd+bwd overhead us | fwd+bwd vs timm (spread) "
+        "| peak MB fwd | peak MB fwd+bwd |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for shape in shapes:
+        x = torch.randn(shape)
+        peers = {k: _randomized(m) for k, m in _peers(shape[1], baseline).items()}
+        fns = {"copy": lambda: x.clone()}  # noqa: B023
+        for k, m in peers.items():
+            fns[f"{k} fwd"], fns[f"{k} fb"] = _calls(m, x)
+        t = round_robin(fns, repeats, warmup=3)
+        copy = _med(t["copy"])
+        bf, bfb = 1.5 * copy, 3.5 * copy
+        for k in peers:
+            f, fb = _med(t[f"{k} fwd"]), _med(t[f"{k} fb"])
+            vs = "-", "-"
+            if "timm" in peers:
+                vs = tuple(
+                    "{:.2f}x ({:.2f}..{:.2f})".format(*ratio_stats(t, f"{k} {p}", f"timm {p}")) for p in ("fwd", "fb")
+                )
+            fwd_m, fb_m = _calls(peers[k], x)
+            print(
+                f"| {'x'.join(map(str, shape))} | {copy:.2f} | {k} | {f:.2f} | {f / bf:.2f} | {(f - bf) * 1e3:.0f} "
+                f"| {vs[0]} | {fb:.2f} | {fb / bfb:.2f} | {(fb - bfb) * 1e3:.0f} | {vs[1]} "
+                f"| {peak_memory(fwd_m) / 2**20:.1f} | {peak_memory(fb_m) / 2**20:.1f} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -85,6 +154,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--system-malloc", action="store_true")
     ap.add_argument("--skip-family", action="store_true")
+    ap.add_argument("--baseline-block", default=None, metavar="FILE")
     args = ap.parse_args()
     if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
@@ -98,26 +168,8 @@ def main() -> None:
     )
 
     print("### GC block vs peers (r16, att pooling, add fusion)\n")
-    print(
-        "| shape | copy x ms | bound ms | impl | fwd ms | fwd/bound | fwd vs timm "
-        "| fwd+bwd ms | fwd+bwd vs timm | peak MB fwd | peak MB fwd+bwd |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for shape in shapes:
-        x = torch.randn(shape)
-        copy = median_time(lambda: x.clone(), 20, warmup=5, stat="min")  # noqa: B023
-        bound = 1.5 * copy  # copy = 1 read + 1 write; bound = 2 reads + 1 write
-        res = {k: _measure(m, x, args.repeats) for k, m in _peers(shape[1]).items()}
-        ref = res.get("timm")
-        for name, r in res.items():
-            vs_f = f"{r['fwd'] / ref['fwd']:.2f}x" if ref else "-"
-            vs_fb = f"{r['fb'] / ref['fb']:.2f}x" if ref else "-"
-            print(
-                f"| {'x'.join(map(str, shape))} | {copy:.2f} | {bound:.2f} | {name} "
-                f"| {r['fwd']:.2f} | {r['fwd'] / bound:.1f} | {vs_f} | {r['fb']:.2f} | {vs_fb} "
-                f"| {r['mem_f']:.1f} | {r['mem_fb']:.1f} |",
-                flush=True,
-            )
+    baseline = _load_block_class(args.baseline_block) if args.baseline_block else None
+    _peer_table(shapes, args.repeats, baseline)
     if args.skip_family:
         return
     print("\n### The family: GC vs SNL vs SE vs NL (ours; ratios vs GC)\n")

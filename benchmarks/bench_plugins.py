@@ -1,7 +1,7 @@
 """What GC r16 costs when ``gcnet.add_context_blocks`` puts it into torchvision models:
 MobileNetV3-Large, EfficientNet-B0, ConvNeXt-T and ResNet-50, float32 CPU inference.
 
-    python benchmarks/bench_plugins.py [--rounds 5] [--size 224] [--size-b32 112]
+    python benchmarks/bench_plugins.py [--rounds 5] [--size 224] [--size-b32 112] [--threads N]
 
 Per model: the model as torchvision builds it ("plain"), the same with GC r16 in c3-c5 at
 its preset's after_1x1 position (``preset:<family>``), and, where the model has its own SE
@@ -73,10 +73,13 @@ def main() -> None:
     ap.add_argument(
         "--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS)
     )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--system-malloc", action="store_true")
     args = ap.parse_args()
     if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{torch.get_num_threads()} threads, float32 CPU, inference; "
           f"batch 1 at {args.size}x{args.size}, batch 32 at {args.size_b32}x{args.size_b32}; "

@@ -240,7 +240,10 @@ def load_config(
             try:
                 data = yaml.safe_load(f) or {}
             except yaml.YAMLError as e:
-                raise ConfigError(f"{path} is not valid YAML: {e}") from None
+                mark = getattr(e, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path} must hold a mapping at the top level")
         data = dict(data)

@@ -348,15 +348,41 @@ def test_coco_reader_names_bad_input(tmp_path):
     data = json.load(open(ann))
     data["images"][0]["width"] = 99  # disagrees with the file on disk
     data["images"][1]["file_name"] = "gone.png"
-    data["annotations"][0]["category_id"] = 42
     json.dump(data, open(tmp_path / "edited.json", "w"))
     ds = CocoDetection(img_dir, str(tmp_path / "edited.json"))
     with pytest.raises(ValueError, match=r"000000.png is 64x48 but .*edited.json says 99x48"):
         ds[0]
     with pytest.raises(FileNotFoundError, match="gone.png .* is missing"):
         ds[1]
-    data["images"][0]["width"] = 64
-    json.dump(data, open(tmp_path / "edited.json", "w"))
-    with pytest.raises(ValueError, match="has unknown category 42"):
-        CocoDetection(img_dir, str(tmp_path / "edited.json"))[0]
     assert not list(tmp_path.rglob("*.tmp*"))  # atomic writes leave no temp files behind
+
+
+def _set(data, path, value):
+    *keys, last = path
+    for k in keys:
+        data = data[k]
+    if value is KeyError:
+        del data[last]
+    else:
+        data[last] = value
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("annotations", 0, "category_id"), 42, r"annotations\[0\] \(id 1\) has category_id 42, not one of"),
+        (("annotations", 0, "image_id"), 77, r"annotations\[0\] \(id 1\) refers to image_id 77"),
+        (("annotations", 1, "id"), 1, r"duplicate annotation id\(s\) \[1\]"),
+        (("images", 1, "id"), 1, r"duplicate image id\(s\) \[1\]"),
+        (("images", 0, "file_name"), KeyError, r"images\[0\] has no 'file_name'"),
+        (("annotations", 0, "bbox"), [1, 2, -3, 4], r"annotations\[0\] \(id 1\) has bbox \[1, 2, -3, 4\]"),
+        (("categories",), {"a": 1}, "no 'categories' list"),
+    ],
+)
+def test_coco_annotation_errors_name_the_entry(tmp_path, path, value, message):
+    img_dir, ann = write_synthetic_coco(str(tmp_path), 2, (48, 64), "val", seed=0)
+    data = json.load(open(ann))
+    _set(data, path, value)
+    json.dump(data, open(tmp_path / "edited.json", "w"))
+    with pytest.raises(ValueError, match="edited.json: " + message if path != ("categories",) else message):
+        CocoDetection(img_dir, str(tmp_path / "edited.json"))

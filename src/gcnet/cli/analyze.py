@@ -160,10 +160,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--input: the analysis tools take square inputs, got {args.input[-2]}x{args.input[-1]}"
         )
-    os.makedirs(args.output, exist_ok=True)
+    if args.what == "attention" and not args.images:
+        raise ValueError("analyze attention needs at least one IMAGE")
     if args.what == "complexity":
+        os.makedirs(args.output, exist_ok=True)
         return _complexity(args)
     model, data_cfg = analysis_model(args)
+    os.makedirs(args.output, exist_ok=True)
     if args.what == "attention":
         return _attention(args, model, data_cfg)
     return _cosine(args, model, data_cfg)

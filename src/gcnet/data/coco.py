@@ -38,6 +38,57 @@ __all__ = [
 SYNTHETIC_COCO_CLASSES = ("square", "disc", "triangle")
 
 
+def _duplicates(ids: list) -> list:
+    seen, dup = set(), []
+    for i in ids:
+        if i in seen:
+            dup.append(i)
+        seen.add(i)
+    return dup
+
+
+def read_coco_json(ann_file: str) -> dict[str, Any]:
+    """A COCO ``instances`` file, checked: the three lists, the fields each entry needs, no
+    duplicate ids, annotations of known images and categories, boxes of 4 numbers with
+    non-negative width and height. Every error names the file, the entry and the field."""
+    try:
+        with open(ann_file) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{ann_file} is not a COCO instances file: not valid JSON ({e})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{ann_file} is not a COCO instances file: expected a JSON object at the top level")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{ann_file} is not a COCO instances file: no {key!r} list")
+    need = {"images": ("id", "file_name", "width", "height"), "annotations": ("id", "image_id", "category_id",
+            "bbox"), "categories": ("id", "name")}  # fmt: skip
+    for key, fields in need.items():
+        for i, entry in enumerate(data[key]):
+            missing = [f for f in fields if not isinstance(entry, Mapping) or f not in entry]
+            if missing:
+                raise ValueError(f"{ann_file}: {key}[{i}] has no {', '.join(map(repr, missing))}")
+        dup = _duplicates([e["id"] for e in data[key]])
+        if dup:
+            raise ValueError(f"{ann_file}: duplicate {key[:-1]} id(s) {dup[:5]}")
+    images, cats = {e["id"] for e in data["images"]}, {e["id"] for e in data["categories"]}
+    for i, a in enumerate(data["annotations"]):
+        if a["image_id"] not in images:
+            raise ValueError(f"{ann_file}: annotations[{i}] (id {a['id']}) refers to image_id "
+                             f"{a['image_id']}, which is not in 'images'")  # fmt: skip
+        if a["category_id"] not in cats:
+            raise ValueError(f"{ann_file}: annotations[{i}] (id {a['id']}) has category_id "
+                             f"{a['category_id']}, not one of the categories {sorted(cats)[:10]}")  # fmt: skip
+        b = a["bbox"]
+        if (
+            not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, int | float) for v in b))
+            or min(b[2:]) < 0
+        ):
+            raise ValueError(f"{ann_file}: annotations[{i}] (id {a['id']}) has bbox {b!r}; expected "
+                             "[x, y, width, height] with width, height >= 0")  # fmt: skip
+    return data
+
+
 class CocoDetection(Dataset):
     """Images of ``image_dir`` annotated by the COCO ``instances`` json ``ann_file``.
 
@@ -59,10 +110,13 @@ class CocoDetection(Dataset):
         import contextlib
         import io
 
+        data = read_coco_json(ann_file)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
             try:
-                self.coco = COCO(ann_file)
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                self.coco = COCO()
+                self.coco.dataset = data
+                self.coco.createIndex()
+            except (KeyError, TypeError) as e:
                 msg = f"{ann_file} is not a COCO instances file: {type(e).__name__}: {e}"
                 raise ValueError(msg) from None
         self.image_dir, self.ann_file, self.train, self.hflip, self.with_masks = (

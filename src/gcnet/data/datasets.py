@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 from torchvision import datasets
 
@@ -27,13 +28,35 @@ class BadImageError(ValueError):
     """An image file that cannot be read."""
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An image as users have them -> 8-bit RGB as shown: EXIF orientation applied; grayscale,
+    palette, CMYK converted; 16-bit and 32-bit grayscale scaled to 8 bits (not clipped); alpha
+    (RGBA, LA, palette transparency) composited on white."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def _load_rgb(path: str) -> Image.Image:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise BadImageError(f"cannot read image {path}: the file is empty (0 bytes)")
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
             img.load()
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+            return to_rgb(img)
+    except UnidentifiedImageError:
+        raise BadImageError(f"cannot read image {path}: not an image file PIL can decode") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated, corrupt
         raise BadImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
 
