@@ -2,17 +2,23 @@
 gcresnet50t, float32 CPU, ratios measured side by side in one run.
 
     python benchmarks/bench_backbones.py [--rounds 7] [--batches 1,32] [--train-batches 8,16]
-        [--layouts contiguous,channels_last] [--baseline-block FILE] [--compile]
+        [--layouts contiguous,channels_last] [--baseline-block FILE] [--compile] [--threads N]
+        [--cpu-time] [--blocks-alone]
 
 Inference latency (224x224, contiguous and channels_last) and one training step (forward,
 backward, SGD step with momentum). The candidates are timed round-robin (one call of each
 per round), and every ratio is the median over rounds of the ratio measured *within* a
 round against our plain resnet50, printed with its spread (min..max over rounds), so load
-from other processes that hits a whole round cancels.
+from other processes that hits a whole round cancels. On a shared machine ``--threads 1
+--cpu-time`` times the thread's CPU time instead of the wall clock, leaving out the time
+other processes hold the core.
 
 ``--baseline-block FILE`` adds ``gc_resnet50 (baseline block)``: the same network with its
 context blocks replaced by the ``GlobalContextBlock`` of FILE (e.g. an older
 ``src/gcnet/layers/context.py`` from git), the weights copied: before/after in one run.
+``--blocks-alone`` adds the 13 blocks timed alone at their shapes in the network (forward at
+batch 1; forward + backward at batch 8 and 16, the "train step" of resnet50 there without
+its optimizer step), as a share of resnet50's time in the same rounds.
 ``--compile`` adds torch.compile'd resnet50 / gc_resnet50 (inductor; slow to compile).
 
 The goal (issue 16; the paper's promise that GC is nearly free): gc_resnet50 within +3% of
@@ -25,6 +31,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import time
 
 import torch
 import torchvision
@@ -99,15 +106,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--baseline-block", default=None, metavar="FILE")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--blocks-alone", action="store_true", help="also time the 13 blocks alone")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time (needs --threads 1)")
     ap.add_argument("--system-malloc", action="store_true")
     args = ap.parse_args(argv)
     if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time and torch.get_num_threads() != 1:
+        ap.error("--cpu-time counts one thread's CPU time: use it with --threads 1")
+    timer = time.thread_time if args.cpu_time else time.perf_counter
     torch.manual_seed(0)
     models = _models(args.baseline_block, args.compile)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
-        f"{args.size}x{args.size}, {args.rounds} rounds (ratio = median of per-round ratios)\n"
+        f"{args.size}x{args.size}, {args.rounds} rounds (ratio = median of per-round ratios), "
+        f"{'thread CPU time' if args.cpu_time else 'wall time'}\n"
     )
     print("| model | params (M) | setting | median ms | vs resnet50 (gcnet) | spread over rounds |")
     print("|---|---|---|---|---|---|")
@@ -119,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             for m in models.values():
                 m.eval().to(memory_format=fmt)
             with torch.inference_mode():
-                times = round_robin({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, args.rounds, 2)
+                fns = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
+                times = round_robin(fns, args.rounds, 2, timer)
             for name in models:
                 print(_row(name, models, times, f"inference b{bs} {layout}"), flush=True)
     for bs in [int(b) for b in args.train_batches.split(",") if b]:
@@ -130,15 +147,90 @@ def main(argv: list[str] | None = None) -> None:
             m = m.train().to(memory_format=torch.contiguous_format)
             opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
 
-            def step(m=m, opt=opt):
+            def step(m=m, opt=opt, x=x, y=y):
                 opt.zero_grad(set_to_none=True)
                 torch.nn.functional.cross_entropy(m(x), y).backward()
                 opt.step()
 
             steps[name] = step
-        times = round_robin(steps, args.rounds, warmup=1)
+        times = round_robin(steps, args.rounds, 1, timer)
         for name in models:
             print(_row(name, models, times, f"train step b{bs}"), flush=True)
+    if args.blocks_alone:
+        _blocks_alone(models, args, timer)
+
+
+def _block_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input of every context block of ``model`` in one forward of x (eval, no grad)."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        blk.register_forward_pre_hook(lambda m, a, n=n: seen.__setitem__(n, a[0].detach().clone()))
+        for n, blk in model.context_blocks().items()
+    ]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def _blocks_alone(models, args, timer) -> None:
+    """The 13 blocks alone at their shapes in the network, as a share of resnet50's time."""
+    gcs = {k: m for k, m in models.items() if k.startswith("gc_resnet50")}
+    print("\n| blocks alone (13, at their network shapes) | setting | median ms | share of resnet50 |")
+    print("|---|---|---|---|")
+    plain = models[BASE]
+    for setting, bs in [("inference b1", 1)] + [(f"train step b{b}", b) for b in (8, 16)]:
+        x = torch.randn(bs, 3, args.size, args.size)
+        inputs = _block_inputs(next(iter(gcs.values())), x)
+        fns = {}
+        if setting.startswith("inference"):
+            plain.eval()
+
+            def base_fn(x=x):
+                with torch.inference_mode():
+                    plain(x)
+
+            for k, m in gcs.items():
+                blocks = [(m.get_submodule(n), t) for n, t in inputs.items()]
+
+                def fwd(blocks=blocks):  # out of place (the network adds in place: slightly cheaper)
+                    with torch.inference_mode():
+                        for b, t in blocks:
+                            b.inplace = False
+                            b(t)
+                            b.inplace = True
+
+                fns[k] = fwd
+        else:
+            plain.train()
+            y = torch.randint(0, 1000, (bs,))
+
+            def base_fn(x=x, y=y):
+                plain.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(plain(x), y).backward()
+
+            for k, m in gcs.items():
+                blocks = []
+                for n, t in inputs.items():
+                    b = m.get_submodule(n)
+                    xg = t.clone().requires_grad_()
+                    blocks.append((b, xg, [xg, *b.parameters()], torch.randn_like(t)))
+
+                def fwd_bwd(blocks=blocks):
+                    for b, xg, params, gy in blocks:
+                        torch.autograd.grad(b(xg), params, gy)
+
+                fns[k] = fwd_bwd
+        times = round_robin({BASE: base_fn, **fns}, args.rounds, 1, timer)
+        for k in fns:
+            r, lo, hi = ratio_stats(times, k, BASE)
+            med = sorted(times[k])[len(times[k]) // 2]
+            print(
+                f"| {k} | {setting} (fwd{'' if 'inf' in setting else ' + bwd'}) | {med:.1f} "
+                f"| {100 * r:.2f}% ({100 * lo:.2f}..{100 * hi:.2f}) |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

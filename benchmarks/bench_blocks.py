@@ -2,7 +2,7 @@
 GC vs NL vs SNL vs SE, at ResNet stage shapes. Float32 CPU. All numbers from one run.
 
     python benchmarks/bench_blocks.py [--repeats 10] [--shapes 8x256x56x56,...] [--threads N]
-        [--baseline-block FILE] [--skip-family]
+        [--baseline-block FILE] [--skip-family] [--cpu-time]
 
 Prints markdown tables: forward and forward+backward time (median, ms), peak memory of the
 tensors each call allocates (MB), ratios against timm (median of per-round ratios, the
@@ -33,6 +33,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import time
 
 import torch
 
@@ -115,7 +116,7 @@ def _med(v: list[float]) -> float:
     return sorted(v)[len(v) // 2]
 
 
-def _peer_table(shapes, repeats: int, baseline: type | None) -> None:
+def _peer_table(shapes, repeats: int, baseline: type | None, timer=time.perf_counter) -> None:
     print(
         "| shape | copy x ms | impl | fwd ms | fwd/bound | fwd overhead us | fwd vs timm (spread) "
         "| fwd+bwd ms | fwd+bwd/bound | fwd+bwd overhead us | fwd+bwd vs timm (spread) "
@@ -128,7 +129,7 @@ def _peer_table(shapes, repeats: int, baseline: type | None) -> None:
         fns = {"copy": lambda: x.clone()}  # noqa: B023
         for k, m in peers.items():
             fns[f"{k} fwd"], fns[f"{k} fb"] = _calls(m, x)
-        t = round_robin(fns, repeats, warmup=3)
+        t = round_robin(fns, repeats, 3, timer)
         copy = _med(t["copy"])
         bf, bfb = 1.5 * copy, 3.5 * copy
         for k in peers:
@@ -136,11 +137,13 @@ def _peer_table(shapes, repeats: int, baseline: type | None) -> None:
             vs = "-", "-"
             if "timm" in peers:
                 vs = tuple(
-                    "{:.2f}x ({:.2f}..{:.2f})".format(*ratio_stats(t, f"{k} {p}", f"timm {p}")) for p in ("fwd", "fb")
+                    "{:.2f}x ({:.2f}..{:.2f})".format(*ratio_stats(t, f"{k} {p}", f"timm {p}"))
+                    for p in ("fwd", "fb")
                 )
             fwd_m, fb_m = _calls(peers[k], x)
+            sh = "x".join(map(str, shape))
             print(
-                f"| {'x'.join(map(str, shape))} | {copy:.2f} | {k} | {f:.2f} | {f / bf:.2f} | {(f - bf) * 1e3:.0f} "
+                f"| {sh} | {copy:.2f} | {k} | {f:.2f} | {f / bf:.2f} | {(f - bf) * 1e3:.0f} "
                 f"| {vs[0]} | {fb:.2f} | {fb / bfb:.2f} | {(fb - bfb) * 1e3:.0f} | {vs[1]} "
                 f"| {peak_memory(fwd_m) / 2**20:.1f} | {peak_memory(fb_m) / 2**20:.1f} |",
                 flush=True,
@@ -155,6 +158,7 @@ def main() -> None:
     ap.add_argument("--system-malloc", action="store_true")
     ap.add_argument("--skip-family", action="store_true")
     ap.add_argument("--baseline-block", default=None, metavar="FILE")
+    ap.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time (needs --threads 1)")
     args = ap.parse_args()
     if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
@@ -169,7 +173,9 @@ def main() -> None:
 
     print("### GC block vs peers (r16, att pooling, add fusion)\n")
     baseline = _load_block_class(args.baseline_block) if args.baseline_block else None
-    _peer_table(shapes, args.repeats, baseline)
+    if args.cpu_time and torch.get_num_threads() != 1:
+        ap.error("--cpu-time counts one thread's CPU time: use it with --threads 1")
+    _peer_table(shapes, args.repeats, baseline, time.thread_time if args.cpu_time else time.perf_counter)
     if args.skip_family:
         return
     print("\n### The family: GC vs SNL vs SE vs NL (ours; ratios vs GC)\n")

@@ -143,7 +143,12 @@ def check_backbone_parity(rep: Report, dev: torch.device) -> None:
         ok_y,
         f"max |cuda - cpu| {float((ya - yb).abs().max()):.2e} (rtol 1e-3, atol 1e-3)",
     )
-    rep.add("parity", "gc_resnet50 context-block grads", rel <= 1e-3, f"worst relative L2 error {rel:.2e} (<= 1e-3)")
+    rep.add(
+        "parity",
+        "gc_resnet50 context-block grads",
+        rel <= 1e-3,
+        f"worst relative L2 error {rel:.2e} (<= 1e-3)",
+    )
 
 
 # -- 2. mixed precision -----------------------------------------------------------------------
@@ -157,7 +162,11 @@ def _det_targets(n: int, h: int, w: int, dev: torch.device) -> list[dict[str, to
         for k, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
             masks[k, y0:y1, x0:x1] = 1
         out.append(
-            {"boxes": boxes.to(dev), "labels": torch.randint(1, 81, (3,), generator=g).to(dev), "masks": masks.to(dev)}
+            {
+                "boxes": boxes.to(dev),
+                "labels": torch.randint(1, 81, (3,), generator=g).to(dev),
+                "masks": masks.to(dev),
+            }
         )
     return out
 
@@ -195,7 +204,9 @@ def check_mixed_precision(rep: Report, dev: torch.device) -> None:
                 continue
             try:
                 model, loss_fn = _task_step(task, dev)
-                opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+                opt = torch.optim.SGD(
+                    [p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9
+                )
                 scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
                 losses, bad = [], []
                 for _ in range(2):
@@ -207,7 +218,9 @@ def check_mixed_precision(rep: Report, dev: torch.device) -> None:
                     for n, p in model.named_parameters():
                         if p.grad is not None and p.grad.dtype != p.dtype:
                             bad.append(f"{n}: grad {p.grad.dtype} vs param {p.dtype}")
-                    finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+                    finite = all(
+                        torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+                    )
                     if dtype == torch.bfloat16 and not finite:
                         bad.append("non-finite gradient under bf16")
                     scaler.step(opt)
@@ -267,16 +280,16 @@ def ratios_blocks(rep: Report, dev: torch.device, rounds: int) -> None:
         impls = {"gcnet": GlobalContextBlock(c, 1 / 16)}
         if GlobalContext is not None:
             impls["timm"] = GlobalContext(c, fuse_add=True, fuse_scale=False, rd_ratio=1 / 16)
-        fns = {"copy": lambda: x.clone()}
+        fns = {"copy": lambda x=x: x.clone()}
         for k, m in impls.items():
             m = _randomize(m.to(dev), 0.01)
             params = [xg, *m.parameters()]
 
-            def fwd(m=m):
+            def fwd(m=m, x=x):
                 with torch.no_grad():
                     m(x)
 
-            def fb(m=m, params=params):
+            def fb(m=m, params=params, xg=xg, gy=gy):
                 torch.autograd.grad(m(xg), params, gy)
 
             fns[f"{k} fwd"], fns[f"{k} fb"] = fwd, fb
@@ -289,7 +302,8 @@ def ratios_blocks(rep: Report, dev: torch.device, rounds: int) -> None:
             f"fwd+bwd {fbm * 1e3:.0f}us = {fbm / (3.5 * copy):.2f}x bound"
         )
         if "timm fwd" in t:
-            detail += f"; vs timm fwd {_ratio(t, 'gcnet fwd', 'timm fwd'):.2f}x, fwd+bwd {_ratio(t, 'gcnet fb', 'timm fb'):.2f}x"
+            rf, rfb = _ratio(t, "gcnet fwd", "timm fwd"), _ratio(t, "gcnet fb", "timm fb")
+            detail += f"; vs timm fwd {rf:.2f}x, fwd+bwd {rfb:.2f}x"
         rep.add("ratios", f"block {s}", None, detail)
 
 
@@ -322,7 +336,10 @@ def ratios_backbones(rep: Report, dev: torch.device, rounds: int) -> None:
         )
 
     for bs in (1, 32):
-        for fmt_name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        for fmt_name, fmt in (
+            ("contiguous", torch.contiguous_format),
+            ("channels_last", torch.channels_last),
+        ):
             if rep.over(70):
                 rep.add("ratios", f"inference b{bs} {fmt_name}", None, "skipped: time budget")
                 continue
@@ -330,7 +347,7 @@ def ratios_backbones(rep: Report, dev: torch.device, rounds: int) -> None:
             for m in models.values():
                 m.eval().to(memory_format=fmt)
             with torch.inference_mode():
-                t = _round_robin({k: (lambda m=m: m(x)) for k, m in models.items()}, rounds)
+                t = _round_robin({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, rounds)
             rep.add("ratios", f"inference b{bs} {fmt_name}, vs resnet50", None, line(t))
     for bs in (8, 16):
         if rep.over(50):
@@ -343,7 +360,7 @@ def ratios_backbones(rep: Report, dev: torch.device, rounds: int) -> None:
             m.train().to(memory_format=torch.contiguous_format)
             opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
 
-            def step(m=m, opt=opt):
+            def step(m=m, opt=opt, x=x, y=y):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(m(x), y).backward()
                 opt.step()
@@ -378,7 +395,12 @@ def ratios_detection(rep: Report, dev: torch.device, rounds: int) -> None:
         steps[name] = step
     t = _round_robin(steps, max(3, rounds // 2), warmup=2)
     r = _ratio(t, "maskrcnn_gc_r50_fpn", "maskrcnn_r50_fpn")
-    rep.add("ratios", "maskrcnn R50-FPN train step b2 (gc / plain)", None, f"{r:.3f} (plain {_med(t['maskrcnn_r50_fpn']):.1f} ms)")
+    rep.add(
+        "ratios",
+        "maskrcnn R50-FPN train step b2 (gc / plain)",
+        None,
+        f"{r:.3f} (plain {_med(t['maskrcnn_r50_fpn']):.1f} ms)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device(args.device)
     torch.cuda.set_device(dev)
     rep = Report(args.budget)
-    print(f"gpu_check on {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+    name = torch.cuda.get_device_name(dev)
+    print(f"gpu_check on {name}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     with no_tf32():
         check_block_parity(rep, dev)
         check_backbone_parity(rep, dev)

@@ -261,8 +261,9 @@ def test_half_input_softmax_in_float32():
     assert blk(x).dtype == torch.bfloat16
 
 
-def test_torch_compile():
-    blk = randomize_(GlobalContextBlock(16, 1 / 4, fusion=("add", "mul")), 0.1)
+@pytest.mark.parametrize("fusion", [("add",), ("add", "mul")])  # the one-node block; the modules
+def test_torch_compile(fusion):
+    blk = randomize_(GlobalContextBlock(16, 1 / 4, fusion=fusion), 0.1)
     x = torch.randn(2, 16, 6, 6, requires_grad=True)
     ref = blk(x)
     compiled = torch.compile(blk, backend="aot_eager")

@@ -13,10 +13,11 @@ ort = pytest.importorskip("onnxruntime")
     "block",
     [
         lambda: GlobalContextBlock(32, 1 / 4, fusion=("add", "mul")),
+        lambda: GlobalContextBlock(32, 1 / 4),
         lambda: NonLocalBlock(32, sub_sample=True),
         lambda: SqueezeExcitation(32, 1 / 4),
     ],
-    ids=["gc", "nl", "se"],
+    ids=["gc-add-mul", "gc", "nl", "se"],
 )
 def test_onnx_roundtrip(block, tmp_path):
     m = randomize_(block(), 0.1).eval()

@@ -78,7 +78,7 @@ def read_coco_json(ann_file: str) -> dict[str, Any]:
                              f"{a['image_id']}, which is not in 'images'")  # fmt: skip
         if a["category_id"] not in cats:
             raise ValueError(f"{ann_file}: annotations[{i}] (id {a['id']}) has category_id "
-                             f"{a['category_id']}, not one of the categories {sorted(cats)[:10]}")  # fmt: skip
+                             f"{a['category_id']}, not one of {sorted(cats)[:10]}")  # fmt: skip
         b = a["bbox"]
         if (
             not (isinstance(b, list) and len(b) == 4 and all(isinstance(v, int | float) for v in b))

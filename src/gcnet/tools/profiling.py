@@ -33,20 +33,26 @@ def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, st
 
 
 def round_robin(
-    fns: dict[str, Callable[[], object]], rounds: int = 10, warmup: int = 2
+    fns: dict[str, Callable[[], object]],
+    rounds: int = 10,
+    warmup: int = 2,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Wall ms of every call, timed round-robin (one call of each per round), so slow drifts
-    of the machine (clock, cache, allocator state, other load) fall on every candidate alike.
-    Returns {name: [ms of round 0, round 1, ...]}."""
+    """Ms of every call, timed round-robin (one call of each per round), so slow drifts of
+    the machine (clock, cache, allocator state, other load) fall on every candidate alike.
+    Returns {name: [ms of round 0, round 1, ...]}. ``timer``: wall clock by default;
+    ``time.thread_time`` counts only the CPU time of the calling thread, which on a shared
+    machine leaves out the time other processes hold the core (single-threaded torch only:
+    with more threads the work of the others is not counted)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = timer()
             fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
+            times[k].append((timer() - t0) * 1e3)
     return times
 
 

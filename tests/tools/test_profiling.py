@@ -1,0 +1,22 @@
+"""Round-robin timing helpers: call order, one time per call, per-round ratios."""
+
+from gcnet.tools.profiling import compare_times, ratio_stats, round_robin
+
+
+def test_round_robin_interleaves_and_times_every_call():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = round_robin(fns, rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, interleaved
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+    assert set(compare_times(fns, 2, 0)) == {"a", "b"}
+
+
+def test_ratio_stats_takes_ratios_within_rounds():
+    # round 2 is slow for both (load on the machine): the per-round ratio stays 2.0
+    times = {"base": [10.0, 10.0, 100.0], "x": [20.0, 20.0, 200.0]}
+    assert ratio_stats(times, "x", "base") == (2.0, 2.0, 2.0)
+    times = {"base": [10.0, 10.0, 10.0, 10.0], "x": [11.0, 12.0, 13.0, 30.0]}
+    med, lo, hi = ratio_stats(times, "x", "base")
+    assert (med, lo, hi) == (1.25, 1.1, 3.0)
