@@ -137,7 +137,10 @@ def _build_loaders(cfg, task: Task, train_ds, val_ds, device: torch.device, worl
     kw = dict(num_workers=int(cfg["data"]["num_workers"]), pin_memory=device.type == "cuda",
               collate_fn=task.collate_fn)  # fmt: skip
     spec = task.train_batches(train_ds, per_rank, int(t["seed"]), world, rank)
-    inner = spec.get("batch_sampler") or BatchSampler(spec["sampler"], spec["batch_size"], spec["drop_last"])
+    if "batch_sampler" in spec:  # (an empty one is falsy: test the key, not the value)
+        inner = spec["batch_sampler"]
+    else:
+        inner = BatchSampler(spec["sampler"], spec["batch_size"], spec["drop_last"])
     batches = ResumableBatches(inner)
     train_loader = DataLoader(EpochSeeded(train_ds, int(t["seed"])), batch_sampler=batches, **kw)
     val_loader = DataLoader(val_ds, batch_size=task.val_batch_size(cfg, per_rank),
