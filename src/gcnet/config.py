@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gcnet.config_schema import check_combinations, check_ranges, check_types
+from gcnet.config_schema import check_choice, check_combinations, check_ranges, check_types
 from gcnet.errors import ConfigError
 from gcnet.tasks import get_task
 
@@ -255,12 +255,6 @@ def load_config(
     return cfg
 
 
-def _choice(cfg: Mapping[str, Any], key: str, choices: tuple) -> None:
-    value = flatten(cfg).get(key)
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
-
-
 def validate(cfg: Mapping[str, Any]) -> None:
     """Check a merged config (types, ranges, the task's own checks, combinations); raise
     :class:`ConfigError` naming the key, the value and what is allowed."""
@@ -270,13 +264,13 @@ def validate(cfg: Mapping[str, Any]) -> None:
     check_combinations(cfg)
     get_task(cfg["task"]).validate(cfg)
     _check_external_model(cfg["model"])
-    _choice(cfg, "optim.name", ("sgd", "adamw"))
-    _choice(cfg, "sched.name", ("cosine", "step", "poly", "constant"))
+    check_choice(cfg, "optim.name", ("sgd", "adamw"))
+    check_choice(cfg, "sched.name", ("cosine", "step", "poly", "constant"))
     mi = cfg["train"]["max_iters"]
     if mi is not None and (not isinstance(mi, int) or mi < 1):
         raise ConfigError(f"train.max_iters must be a positive integer or null, got {mi!r}")
-    _choice(cfg, "train.amp", ("none", "bf16", "fp16"))
-    _choice(cfg, "train.device", ("auto", "cpu", "cuda"))
+    check_choice(cfg, "train.amp", ("none", "bf16", "fp16"))
+    check_choice(cfg, "train.device", ("auto", "cpu", "cuda"))
     for key in ("train.epochs", "train.batch_size"):
         v = flatten(cfg)[key]
         if not isinstance(v, int) or v < 1:

@@ -13,7 +13,7 @@ from typing import Any
 
 from gcnet.errors import ConfigError
 
-__all__ = ["TYPES", "RANGES", "check_types", "check_ranges"]
+__all__ = ["TYPES", "RANGES", "check_choice", "check_combinations", "check_ranges", "check_types"]
 
 NUMBER, INT, BOOL, STR, LIST, NONE = "number", "integer", "boolean", "string", "list", "null"
 
@@ -70,6 +70,15 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 
 _ARTICLE = {NUMBER: "a number", INT: "an integer", BOOL: "true or false", STR: "a string", LIST: "a list",
             NONE: "null"}  # fmt: skip
+
+
+def check_choice(cfg: Mapping[str, Any], key: str, choices) -> None:
+    """Raise :class:`ConfigError` unless the dotted ``key`` of ``cfg`` is one of ``choices``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _kind(value: Any) -> str:

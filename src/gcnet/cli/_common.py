@@ -13,8 +13,8 @@ __all__ = [
     "add_model_argument",
     "config_overrides",
     "default_eval_dir",
-    "is_training_checkpoint",
     "load_trained",
+    "load_trained_if_any",
     "model_name",
     "parse_image_input",
     "parse_shape",
@@ -108,29 +108,9 @@ def model_name(args: argparse.Namespace, required: bool = True) -> str | None:
     return name
 
 
-def is_training_checkpoint(path: str | None) -> bool:
-    """Whether ``path`` is a gcnet run's checkpoint (``.pth`` with its config) or final
-    weights (``weights.safetensors`` with the config in its metadata)."""
-    if not path or not os.path.isfile(path):
-        return False
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(path, "pt") as f:
-                return "config" in (f.metadata() or {})
-        except (SafetensorError, OSError):
-            return False  # the loader names what is wrong with the file
-    if not path.endswith((".pth", ".pt")):
-        return False
-    from gcnet.engine.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(path)
-    return isinstance(ck, Mapping) and "config" in ck and "model" in ck and "classes" in ck
-
-
-def _read_trained(checkpoint: str, use_ema: bool):
-    """(state dict, config, classes) of a run's ``.pth`` checkpoint or ``weights.safetensors``."""
+def _read_trained(checkpoint: str, use_ema: bool, probe: bool = False):
+    """(state dict, config, classes) of a run's ``.pth`` checkpoint or ``weights.safetensors``
+    (``probe``: None for another kind of checkpoint instead of an error)."""
     import json
 
     if checkpoint.endswith(".safetensors"):
@@ -145,13 +125,17 @@ def _read_trained(checkpoint: str, use_ema: bool):
         except (SafetensorError, OSError) as e:
             raise ValueError(f"cannot read {checkpoint}: {e}") from None
         if "config" not in meta:
+            if probe:
+                return None
             raise ValueError(f"{checkpoint} holds weights without their run's config (written by an older "
                              "gcnet, or not by gcnet train): use the run's best.pth / last.pth")  # fmt: skip
         return load_file(checkpoint), json.loads(meta["config"]), json.loads(meta["classes_json"])
     from gcnet.engine.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
-    if not isinstance(ck, Mapping) or "config" not in ck or "model" not in ck:
+    if not isinstance(ck, Mapping) or not {"config", "model", "classes"} <= set(ck):
+        if probe:
+            return None
         raise ValueError(f"{checkpoint} is not a gcnet training checkpoint (no config/model entries)")
     state = ck["model"]
     if use_ema and ck.get("ema"):
@@ -163,9 +147,21 @@ def load_trained(checkpoint: str, use_ema: bool = True):
     """(model in eval mode, config, class names, task) from a gcnet run's checkpoint
     (``best.pth`` / ``last.pth``: the EMA weights when the run kept them) or its final
     ``weights.safetensors``."""
+    return _build_trained(*_read_trained(checkpoint, use_ema))
+
+
+def load_trained_if_any(path: str | None):
+    """:func:`load_trained` when ``path`` is a gcnet run's ``.pth`` / ``.safetensors`` (read
+    once), None for any other weights file or no path."""
+    if not path or not os.path.isfile(path) or not path.endswith((".pth", ".pt", ".safetensors")):
+        return None
+    read = _read_trained(path, use_ema=True, probe=True)
+    return None if read is None else _build_trained(*read)
+
+
+def _build_trained(state, cfg, classes):
     from gcnet.tasks import task_of
 
-    state, cfg, classes = _read_trained(checkpoint, use_ema)
     task = task_of(cfg)
     model = task.build_model(cfg, len(classes), pretrained=False)
     model.load_state_dict(state)

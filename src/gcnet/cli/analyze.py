@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._common import SET_HELP, load_trained, parse_image_input, parse_model_overrides
+from ._common import SET_HELP, load_trained_if_any, parse_image_input, parse_model_overrides
 
 
 def analysis_model(args: argparse.Namespace):
     """(model, data config or None): a gcnet training checkpoint (its config builds the
     model), or ``--model NAME`` with optional weights (``--checkpoint`` path / 'torchvision')."""
-    from gcnet.engine.checkpoint import load_checkpoint
     from gcnet.models import create_model, load_checkpoint_file
 
     ckpt = getattr(args, "checkpoint", None)
-    if ckpt and ckpt.endswith((".pth", ".pt")):
-        ck = load_checkpoint(ckpt)
-        if isinstance(ck, dict) and "config" in ck and "classes" in ck:
-            model, cfg, _, task = load_trained(ckpt)
-            data = dict(cfg["data"])
-            data["image_size"] = task.analysis_size(cfg, _size(args))
-            return model, data
+    trained = load_trained_if_any(ckpt)
+    if trained is not None:
+        model, cfg, _, task = trained
+        data = dict(cfg["data"])
+        data["image_size"] = task.analysis_size(cfg, _size(args))
+        return model, data
     if not args.model:
         raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
     kw = parse_model_overrides(getattr(args, "set", None))

@@ -11,7 +11,7 @@ from .info import build_model
 def run(args: argparse.Namespace) -> int:
     from gcnet.tools.export import export_model
 
-    model, name, shape = build_model(args)
+    model, name, shape, _ = build_model(args)
     model.eval()
     out = args.output or f"{name}.{'onnx' if args.format == 'onnx' else 'pt'}"
     report = export_model(model, out, args.format, input_shape=args.input or shape)

@@ -7,8 +7,7 @@ import argparse
 from ._common import (
     SET_HELP,
     add_model_argument,
-    is_training_checkpoint,
-    load_trained,
+    load_trained_if_any,
     model_name,
     parse_image_input,
     parse_model_overrides,
@@ -16,14 +15,15 @@ from ._common import (
 
 
 def build_model(args: argparse.Namespace, name: str | None = None):
-    """(model, input shape) for ``info`` / ``export``: the model named by the arguments with
-    the ``--set`` options and ``--checkpoint`` weights; a gcnet run's checkpoint builds its
-    own model (its classes, its options) and gives its input size."""
+    """(model, name, input shape, trained) for ``info`` / ``export``: the model named by the
+    arguments with the ``--set`` options and ``--checkpoint`` weights; a gcnet run's checkpoint
+    (``trained``) builds its own model (its classes, its options) and gives its input size."""
     from gcnet.models import create_model
 
     ckpt = getattr(args, "checkpoint", None)
-    if name is None and is_training_checkpoint(ckpt):
-        model, cfg, classes, _ = load_trained(ckpt)
+    trained = load_trained_if_any(ckpt) if name is None else None
+    if trained is not None:
+        model, cfg, _, _ = trained
         wanted = model_name(args, required=False)
         if wanted and wanted != cfg["model"]["name"]:
             raise ValueError(f"{ckpt} holds a {cfg['model']['name']} (its config says so), not a {wanted}")
@@ -32,10 +32,10 @@ def build_model(args: argparse.Namespace, name: str | None = None):
                 "--set does not apply to a gcnet run's checkpoint: the checkpoint builds its model"
             )
         size = int(cfg["data"]["image_size"])
-        return model, cfg["model"]["name"], (1, 3, size, size)
+        return model, cfg["model"]["name"], (1, 3, size, size), True
     name = name or model_name(args)
     kw = parse_model_overrides(getattr(args, "set", None))
-    return create_model(name, pretrained=ckpt or False, **kw), name, (1, 3, 224, 224)
+    return create_model(name, pretrained=ckpt or False, **kw), name, (1, 3, 224, 224), False
 
 
 def _plugin_line(model) -> str | None:
@@ -55,22 +55,22 @@ def run(args: argparse.Namespace) -> int:
 
     from gcnet.tasks import task_for_model
 
-    model, name, shape = build_model(args)
+    model, name, shape, trained = build_model(args)
     model.eval()
     shape = args.input or shape
     task = task_for_model(name)
-    overrides = {} if is_training_checkpoint(args.checkpoint) else parse_model_overrides(args.set)
-    plain, plain_name = task.plain_model(name, lambda n: build_model(args, n)[0], overrides)
-    if plain is not None and is_training_checkpoint(args.checkpoint):
-        plain = None  # a trained model has no trained plain twin to compare with
+    plain, plain_name = None, None
+    if not trained:  # a trained model has no trained plain twin to compare with
+        overrides = parse_model_overrides(args.set)
+        plain, plain_name = task.plain_model(name, lambda n: build_model(args, n)[0], overrides)
     x = torch.randn(*shape)
     c = task.complexity(model, plain, x)
     print(f"model: {name}   input: {'x'.join(map(str, shape))}")
     for line in c["notes"]:
         print(line)
-    if plain_name is not None and plain is not None and hasattr(model, "context_blocks"):
+    if plain_name is not None and hasattr(model, "context_blocks"):
         print(f"context blocks: {sorted(model.context_blocks())}; 'plain' = {plain_name}")
-    elif plain_name is not None and plain is not None:
+    elif plain_name is not None:
         print(f"'plain' = {plain_name}")
     line = _plugin_line(model)
     if line:

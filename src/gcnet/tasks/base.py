@@ -32,20 +32,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from gcnet.config_schema import check_choice
 from gcnet.data import collate_skip_bad
 from gcnet.errors import ConfigError
 from gcnet.models import create_model, model_family
 
 __all__ = ["DemoSpec", "Task", "check_choice"]
-
-
-def check_choice(cfg: Mapping[str, Any], key: str, choices: Sequence[Any]) -> None:
-    """Raise :class:`ConfigError` unless the dotted ``key`` of ``cfg`` is one of ``choices``."""
-    value: Any = cfg
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {tuple(choices)}, got {value!r}")
 
 
 @dataclass(frozen=True)
