@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/python -m pip
 # The install stamp changes when the dependency set or the checkout location changes.
 STAMP := $(VENV)/.gcnet-installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
 
-.PHONY: install test demo demo-seg demo-det lint bench clean
+.PHONY: install test demo demo-seg demo-det demo-video lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ demo-seg: $(STAMP)
 
 demo-det: $(STAMP)
 	$(VENV)/bin/gcnet demo --task detection
+
+demo-video: $(STAMP)
+	$(VENV)/bin/gcnet demo --task video
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

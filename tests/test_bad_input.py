@@ -43,7 +43,26 @@ def files(tmp_path_factory):
     (d / "empty.jpg").write_bytes(b"")
     (d / "bad.yaml").write_text("train: [1, 2\n")
     (d / "list.yaml").write_text("- 1\n- 2\n")
+    _video_inputs(d)
     return d
+
+
+def _video_inputs(d):
+    """Video list roots with a missing clip, a label out of range, a short raw-frame folder
+    and a file that is no video."""
+    from .data.video_helpers import coded_frames, write_coded, write_frame_folder
+
+    for name, train_list in (("missing", "a.mp4 0\nclips/nope.mp4 1\n"), ("label", "a.mp4 0\na.mp4 7\n"),
+                             ("broken", "a.mp4 0\nbroken.mp4 1\n")):  # fmt: skip
+        root = d / f"vids_{name}"
+        write_coded(root / "a.mp4", n=16)
+        (root / "broken.mp4").write_text("not a video")
+        (root / "classes.txt").write_text("x\ny\n")
+        (root / "train.txt").write_text(train_list)
+        (root / "val.txt").write_text("a.mp4 0\n")
+    write_frame_folder(d / "frames" / "v0", coded_frames(3), tmpl="img_{:05d}.jpg")
+    (d / "frames" / "train.txt").write_text("v0 10 0\n")
+    (d / "frames" / "val.txt").write_text("v0 3 0\n")
 
 
 def S(*sets):  # --set pairs
@@ -69,7 +88,17 @@ CASES = [
     ("pretrained 3", ["train", "-o", "{o}", *S("model.pretrained=3")], "model.pretrained must be true or false"),
     ("unknown model", ["train", "-o", "{o}", *S("model.name=gc_resnet5")], "'gc_resnet5' is not a registered"),
     ("model of another task", ["train", "-o", "{o}", *S("task=segmentation")], "task=segmentation needs a"),
-    ("unknown task", ["train", "-o", "{o}", *S("task=video")], "task must be one of"),
+    ("unknown task", ["train", "-o", "{o}", *S("task=audio")], "task must be one of"),
+    ("video task, image model", ["train", "-o", "{o}", *S("task=video", "data.dataset=synthetic_video")],
+     "task=video needs a video model"),
+    ("video: missing clip", ["train", "-o", "{o}", "-c", "demo_video", *S("data.dataset=video_list", "data.root={d}/vids_missing")],
+     "clips/nope.mp4"),
+    ("video: label out of range", ["train", "-o", "{o}", "-c", "demo_video", *S("data.dataset=video_list", "data.root={d}/vids_label")],
+     "train.txt:2"),
+    ("video: short frame folder", ["train", "-o", "{o}", "-c", "demo_video", *S("data.dataset=rawframes", "data.root={d}/frames", "data.video.filename_tmpl=img_{{:05d}}.jpg")],
+     "has 3 frames (img_"),
+    ("video: crop over scale", ["train", "-o", "{o}", "-c", "demo_video", *S("data.video.crop_size=96")],
+     "data.video.crop_size=96"),
     ("missing data root", ["train", "-o", "{o}", "--data", "{d}/nope"], "nope': folder not found"),
     ("missing recipe", ["train", "-o", "{o}", "-c", "{d}/nope.yaml"], "config file not found"),
     ("broken yaml", ["train", "-o", "{o}", "-c", "{d}/bad.yaml"], "bad.yaml is not valid YAML"),

@@ -57,7 +57,8 @@ def test_set_means_the_same_everywhere():
 
 def test_input_shape_forms(capsys):
     assert parse_image_input("3x64x64") == parse_image_input("1x3x64x64") == (1, 3, 64, 64)
-    for bad in ("3x0x224", "64x64", "1x1x3x64x64", "ax3"):
+    assert parse_image_input("2x3x8x64x64") == (2, 3, 8, 64, 64)  # a batch of clips (video models)
+    for bad in ("3x0x224", "64x64", "1x2x1x3x64x64", "ax3"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_image_input(bad)
     assert main(["info", "--model", "gc_resnet18", "--input", "3x64x64"]) == 0
@@ -90,10 +91,10 @@ def test_data_means_the_recipes_dataset_root(recipe):
         return
     cfg = train_config(args)
     assert cfg["data"]["root"] == "/data/x"
-    expected = {"classification": "imagefolder", "detection": "coco"}.get(
+    expected = {"classification": "imagefolder", "detection": "coco", "video": "video_list"}.get(
         base["task"], base["data"]["dataset"]
     )
-    if base["data"]["dataset"] not in ("synthetic",):
+    if base["data"]["dataset"] not in ("synthetic", "synthetic_video"):
         expected = base["data"]["dataset"]
     assert cfg["data"]["dataset"] == expected
 

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {
         # classification: synthetic | imagefolder | cifar10 | cifar100
         # segmentation: synthetic | cityscapes | voc | ade20k; detection: synthetic | coco
+        # video: synthetic_video | video_list | video_folder | kinetics | rawframes
         "dataset": "synthetic",
         "root": None,
         "train_split": "train",
@@ -67,6 +68,21 @@ DEFAULTS: dict[str, Any] = {
             "mixup": 0.0,
             "cutmix": 0.0,
             "eval_crop_ratio": 0.875,
+        },
+        "video": {  # video: clips decoded with PyAV (gcnet.data.video)
+            "train_list": None,  # list / CSV file (relative to data.root); None: the format's default
+            "val_list": None,
+            "filename_tmpl": "img_{:05d}.jpg",  # rawframes
+            "clip_len": 8,  # frames per clip ...
+            "frame_interval": 8,  # ... one every N-th (8x8 sampling)
+            "train_scale": [256, 320],  # short side scaled to a random size in this range
+            "crop_size": 224,  # train crop side
+            "test_scale": 256,  # eval: short side, and the side of the 3 crops
+            "num_clips": 10,  # gcnet eval / predict: clips per video ...
+            "num_crops": 3,  # ... x crops per clip (10 x 3 = 30 views)
+            "val_clips": 1,  # validation inside training: fewer views (1 x 1: one centre clip)
+            "val_crops": 1,
+            "skip_bad_videos": False,  # missing / undecodable clips: skip and count, or stop
         },
         "seg": {  # segmentation: mmseg's joint pipeline
             "scale": None,  # [long, short] edges of the random rescale's base; None = as loaded

@@ -49,12 +49,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def parse_image_input(text: str) -> tuple[int, ...]:
-    """An image batch shape ``[N]xCxHxW`` -> (N, C, H, W) (N is 1 when left out)."""
+    """An image batch shape ``[N]xCxHxW`` -> (N, C, H, W) (N is 1 when left out), or a batch
+    of clips ``NxCxTxHxW`` (video models)."""
     dims = _dims(text, "1x3x224x224")
     if len(dims) == 3:
         dims = (1, *dims)
-    if len(dims) != 4:
-        raise argparse.ArgumentTypeError(f"expected [N]xCxHxW like 1x3x224x224 or 3x224x224, got {text!r}")
+    if len(dims) not in (4, 5):
+        raise argparse.ArgumentTypeError(f"expected [N]xCxHxW like 1x3x224x224 or 3x224x224 (clips: "
+                                         f"NxCxTxHxW like 1x3x8x224x224), got {text!r}")  # fmt: skip
     return dims
 
 
@@ -175,7 +177,7 @@ def val_loader(task, cfg: Mapping[str, Any], classes, rank: int, world: int):
 
     from gcnet.data.samplers import ShardSampler
 
-    ds, ds_classes = task.build_data(cfg, "val")
+    ds, ds_classes = task.build_eval_data(cfg)
     ds = task.align_classes(ds, ds_classes, classes)
     per_rank = cfg["train"]["batch_size"] // world
     loader = DataLoader(ds, batch_size=task.val_batch_size(cfg, per_rank), collate_fn=task.collate_fn,

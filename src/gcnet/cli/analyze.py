@@ -9,17 +9,17 @@ from ._common import SET_HELP, load_trained_if_any, parse_image_input, parse_mod
 
 
 def analysis_model(args: argparse.Namespace):
-    """(model, data config or None): a gcnet training checkpoint (its config builds the
-    model), or ``--model NAME`` with optional weights (``--checkpoint`` path / 'torchvision')."""
+    """(model, the run's config or None, task): a gcnet training checkpoint (its config
+    builds the model), or ``--model NAME`` with optional weights (``--checkpoint`` path /
+    'torchvision')."""
     from gcnet.models import create_model, load_checkpoint_file
+    from gcnet.tasks import task_for_model
 
     ckpt = getattr(args, "checkpoint", None)
     trained = load_trained_if_any(ckpt)
     if trained is not None:
         model, cfg, _, task = trained
-        data = dict(cfg["data"])
-        data["image_size"] = task.analysis_size(cfg, _size(args))
-        return model, data
+        return model, cfg, task
     if not args.model:
         raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
     kw = parse_model_overrides(getattr(args, "set", None))
@@ -28,7 +28,7 @@ def analysis_model(args: argparse.Namespace):
         if "fc.weight" in sd:
             kw["num_classes"] = sd["fc.weight"].shape[0]
     model = create_model(args.model, pretrained=ckpt or False, **kw).eval()
-    return model, None
+    return model, None, task_for_model(args.model)
 
 
 def _size(args: argparse.Namespace) -> int:
@@ -43,28 +43,6 @@ def _stems(paths: list[str]) -> list[str]:
     return [s if stems.count(s) == 1 else os.path.basename(p).replace(".", "_") for s, p in zip(stems, paths)]
 
 
-def image_batch(paths: list[str], size: int, data_cfg=None):
-    """(normalised batch, list of uint8 HxWx3 arrays as shown) for image files."""
-    import numpy as np
-    import torch
-    from torchvision.transforms import v2
-
-    from gcnet.data.datasets import load_image
-
-    mean = data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]
-    std = data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]
-    if data_cfg:
-        size = data_cfg["image_size"]
-    shown_tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    xs, shown = [], []
-    for p in paths:
-        img = shown_tf(load_image(p))
-        shown.append(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
-        xs.append(norm(img))
-    return torch.stack(xs), shown
-
-
 def _complexity(args: argparse.Namespace) -> int:
     from gcnet.tools.ablation import complexity_table, write_table
 
@@ -75,49 +53,29 @@ def _complexity(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attention(args: argparse.Namespace, model, data_cfg) -> int:
+def _attention(args: argparse.Namespace, model, cfg, task) -> int:
     import torch
 
     from gcnet.tools.attention import AttentionRecorder
-    from gcnet.tools.visualize import plot_attention, plot_query_maps
 
     if not args.images:
         raise ValueError("analyze attention needs at least one IMAGE")
-    x, shown = image_batch(args.images, _size(args), data_cfg)
+    x, shown = task.analysis_inputs(args.images, cfg, _size(args), _clip_len(args))
     with AttentionRecorder(model) as rec, torch.no_grad():
         model(x)
     records = list(rec.records.values())
     for i, stem in enumerate(_stems(args.images)):
-        f = plot_attention(shown[i], records, i, os.path.join(args.output, f"{stem}_attention.png"))
-        print(f"wrote {f}")
-        for r in records:
-            if r.kind == "nl":
-                q = os.path.join(args.output, f"{stem}_{r.name.replace('.', '_')}_queries.png")
-                print(f"wrote {plot_query_maps(shown[i], r, i, q, args.queries)}")
+        for f in task.plot_attention(shown[i], records, i, args.output, stem, args.queries):
+            print(f"wrote {f}")
     return 0
 
 
-def _cosine_inputs(args: argparse.Namespace, data_cfg):
-    import torch
-
-    from gcnet.data.datasets import IMG_EXTENSIONS
-
-    if args.data:
-        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(args.data) for f in fs
-                       if f.lower().endswith(IMG_EXTENSIONS))[: args.num_images]  # fmt: skip
-        if not files:
-            raise FileNotFoundError(f"no images under {args.data}")
-        return image_batch(files, _size(args), data_cfg)[0]
-    from gcnet.data import SyntheticContext
-
-    size = data_cfg["image_size"] if data_cfg else _size(args)
-    ds = SyntheticContext(args.num_images, size, split="val")
-    mean = torch.tensor(data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor(data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]).view(3, 1, 1)
-    return torch.stack([(ds[i][0].float() / 255 - mean) / std for i in range(len(ds))])
+def _clip_len(args: argparse.Namespace) -> int | None:
+    """``--input NxCxTxHxW``'s T (video models), or None."""
+    return args.input[2] if len(args.input) == 5 else None
 
 
-def _cosine(args: argparse.Namespace, model, data_cfg) -> int:
+def _cosine(args: argparse.Namespace, model, cfg, task) -> int:
     """The paper's query-independence study: distances between query positions, per stage."""
     import csv
 
@@ -126,7 +84,7 @@ def _cosine(args: argparse.Namespace, model, data_cfg) -> int:
     from gcnet.tools.attention import AttentionRecorder, query_independence
     from gcnet.tools.visualize import plot_cosine, stage_of
 
-    x = _cosine_inputs(args, data_cfg)
+    x = task.cosine_inputs(cfg, args.data, args.num_images, _size(args), _clip_len(args), args.output)
     with AttentionRecorder(model, keep_features=True) as rec, torch.no_grad():
         for chunk in x.split(args.batch_size):
             model(chunk)
@@ -135,7 +93,8 @@ def _cosine(args: argparse.Namespace, model, data_cfg) -> int:
         stages.setdefault(stage_of(n), []).append(query_independence(r))
     rows = [{"stage": st, "blocks": len(vs), **{k: sum(v[k] for v in vs) / len(vs) for k in vs[0]}}
             for st, vs in stages.items()]  # fmt: skip
-    print(f"mean pairwise cosine distance (1 - cos) / 2 over query positions, {x.shape[0]} images\n")
+    print(f"mean pairwise cosine distance (1 - cos) / 2 over query positions, {x.shape[0]} "
+          f"{task.sample_noun}s\n")  # fmt: skip
     print("| stage | blocks | input | output | attention | attention JS div |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -163,25 +122,28 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "complexity":
         os.makedirs(args.output, exist_ok=True)
         return _complexity(args)
-    model, data_cfg = analysis_model(args)
+    model, cfg, task = analysis_model(args)
     os.makedirs(args.output, exist_ok=True)
     if args.what == "attention":
-        return _attention(args, model, data_cfg)
-    return _cosine(args, model, data_cfg)
+        return _attention(args, model, cfg, task)
+    return _cosine(args, model, cfg, task)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("analyze", help="attention maps, the cosine-distance study, complexity tables")
     p.add_argument("what", choices=("attention", "cosine", "complexity"), help="which analysis")
-    p.add_argument("images", nargs="*", help="images (attention)")
+    p.add_argument("images", nargs="*", help="images, or videos for a video model (attention)")
     p.add_argument("--model", default=None, help="registered model name")
     p.add_argument("--checkpoint", default=None, help="training checkpoint, weights file or 'torchvision'")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
-    p.add_argument("--data", default=None, help="folder of images (cosine; default: the synthetic set)")
+    p.add_argument(
+        "--data", default=None, help="folder of images or videos (cosine; default: the synthetic set)"
+    )
     p.add_argument("--num-images", type=int, default=8, help="cosine: images to analyse")
     p.add_argument("--batch-size", type=int, default=4, help="cosine: images per forward pass")
     p.add_argument("--input", type=parse_image_input, default=(1, 3, 224, 224), metavar="[N]xCxHxW",
-                   help="square input (default 1x3x224x224; a run's own size wins)")  # fmt: skip
+                   help="square input (default 1x3x224x224; clips NxCxTxHxW, default 8 frames; "
+                        "a run's own size wins)")  # fmt: skip
     p.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)  # old spelling of --input
     p.add_argument("--queries", type=int, default=4, help="NL query points to show")
     p.add_argument("--repeats", type=int, default=3, help="latency repeats (complexity)")

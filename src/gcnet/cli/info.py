@@ -19,6 +19,7 @@ def build_model(args: argparse.Namespace, name: str | None = None):
     arguments with the ``--set`` options and ``--checkpoint`` weights; a gcnet run's checkpoint
     (``trained``) builds its own model (its classes, its options) and gives its input size."""
     from gcnet.models import create_model
+    from gcnet.tasks import task_for_model, task_of
 
     ckpt = getattr(args, "checkpoint", None)
     trained = load_trained_if_any(ckpt) if name is None else None
@@ -31,11 +32,10 @@ def build_model(args: argparse.Namespace, name: str | None = None):
             raise ValueError(
                 "--set does not apply to a gcnet run's checkpoint: the checkpoint builds its model"
             )
-        size = int(cfg["data"]["image_size"])
-        return model, cfg["model"]["name"], (1, 3, size, size), True
+        return model, cfg["model"]["name"], task_of(cfg).input_shape(cfg), True
     name = name or model_name(args)
     kw = parse_model_overrides(getattr(args, "set", None))
-    return create_model(name, pretrained=ckpt or False, **kw), name, (1, 3, 224, 224), False
+    return create_model(name, pretrained=ckpt or False, **kw), name, task_for_model(name).input_shape(), False
 
 
 def _plugin_line(model) -> str | None:
@@ -92,7 +92,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("info", help="parameters, FLOPs and plug-in overhead of a model")
     add_model_argument(p)
     p.add_argument("--input", type=parse_image_input, default=None, metavar="[N]xCxHxW",
-                   help="input shape (default 1x3x224x224, or a run's own image size)")  # fmt: skip
+                   help="input shape (default 1x3x224x224, clips 1x3x8x224x224; a run's own)")  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--checkpoint", default=None,
                    help="weights: a gcnet run's best.pth / weights.safetensors (builds its own model), "

@@ -113,7 +113,7 @@ def _build_model(cfg, task: Task, num_classes: int, device: torch.device, distri
         model = convert_sync_batchnorm(model, device_type=device.type)
     model.to(device)
     if t["channels_last"]:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=task.memory_format)
     ema = None
     if t["ema"]:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -371,7 +371,10 @@ def end_epoch(run: Run, epoch: int, row: dict[str, Any]) -> None:
         return
     run.logger.log(row)
     msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}" + run.task.epoch_summary(row)
-    print(msg + f" ({row['epoch_time_s']:.1f}s, {row['images_per_s']:.0f} img/s)", flush=True)
+    print(
+        msg + f" ({row['epoch_time_s']:.1f}s, {row['images_per_s']:.0f} {run.task.sample_noun}s/s)",
+        flush=True,
+    )
     state = checkpoint_state(run, epoch)
     _save(run, state, run.last_path)
     if is_best:
@@ -404,7 +407,7 @@ def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
             summary["curves"] = plot_curves({run.cfg["model"]["name"]: history}, path, metric=f"val_{metric}")
         run.logger.close()
         if run.skipped:
-            print(f"skipped {run.skipped} unreadable image(s) (data.skip_bad_images=true)")
+            print(f"skipped {run.skipped} unreadable {run.task.sample_noun}(s) ({run.task.skip_key}=true)")
         if run.interrupted:
             print(f"stopped by {run.interrupted} at step {run.step} (epoch {epoch + 1}); wrote "
                   f"{run.last_path}; resume with the same command and --resume auto", flush=True)  # fmt: skip
@@ -416,8 +419,9 @@ def _announce(run: Run) -> None:
     cfg, t = run.cfg, run.cfg["train"]
     print(
         f"training {cfg['model']['name']} on {cfg['data']['dataset']} ({len(run.train_loader.dataset)} "
-        f"train / {len(run.val_loader.dataset)} val images, {len(run.classes)} classes) for {run.epochs} "
-        f"epochs ({run.max_steps} steps), batch {t['batch_size']} on {run.world} x {run.device.type}"
+        f"train / {len(run.val_loader.dataset)} val {run.task.sample_noun}s, {len(run.classes)} classes) "
+        f"for {run.epochs} epochs ({run.max_steps} steps), batch {t['batch_size']} "
+        f"on {run.world} x {run.device.type}"
     )
 
 

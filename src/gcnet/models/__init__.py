@@ -6,10 +6,12 @@ from .plugins import PRESETS, ContextPlug, add_context_blocks, inserted_blocks, 
 from .registry import create_model, list_models, model_config, model_family, register_family, register_model
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet
 from .segmentation import SEGMENTORS, create_segmentor
+from .video import VIDEO_MODELS, ResNet3d, create_video_model
 from .weights import load_checkpoint_file, load_pretrained, load_state_dict_checked
 
 register_family("segmentor", SEGMENTORS, create_segmentor)
 register_family("detector", DETECTORS, create_detector)
+register_family("video", VIDEO_MODELS, create_video_model)
 
 __all__ = [
     "POSITIONS",
@@ -20,8 +22,11 @@ __all__ = [
     "ContextPlug",
     "PluginSpec",
     "ResNet",
+    "ResNet3d",
+    "VIDEO_MODELS",
     "add_context_blocks",
     "create_external",
+    "create_video_model",
     "create_model",
     "inserted_blocks",
     "list_models",

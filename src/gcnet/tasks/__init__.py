@@ -1,4 +1,4 @@
-"""The tasks: one module each (classification, segmentation, detection), each a
+"""The tasks: one module each (classification, segmentation, detection, video), each a
 :class:`~gcnet.tasks.base.Task` that the task-agnostic engine and CLI call.
 
 ``get_task(cfg["task"])`` is the only lookup; adding a task means a new module here and
@@ -13,11 +13,14 @@ from .base import DemoSpec, Task
 from .classification import ClassificationTask
 from .detection import DetectionTask
 from .segmentation import SegmentationTask
+from .video import VideoTask
 
 __all__ = ["TASKS", "DemoSpec", "Task", "get_task", "task_for_model", "task_of"]
 
 #: every task by its config name (``task:`` in a recipe)
-TASKS: dict[str, Task] = {t.name: t for t in (ClassificationTask(), SegmentationTask(), DetectionTask())}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (ClassificationTask(), SegmentationTask(), DetectionTask(), VideoTask())
+}
 
 
 def get_task(name: str) -> Task:

@@ -21,6 +21,7 @@ from gcnet.layers import GlobalContextBlock, NonLocalBlock
 __all__ = [
     "AttentionRecorder",
     "BlockRecord",
+    "image_batch",
     "mean_pairwise_cosine_distance",
     "mean_pairwise_js_divergence",
     "query_independence",
@@ -162,3 +163,26 @@ def query_independence(record: BlockRecord) -> dict[str, float]:
                 out["attention"].append(0.0)
                 out["attention_js"].append(0.0)
     return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def image_batch(paths: list[str], size: int, data_cfg=None):
+    """(normalised batch, list of uint8 HxWx3 arrays as shown) for image files: resized and
+    centre-cropped to ``size`` (``data_cfg['image_size']`` if given), normalised with the
+    data's (or ImageNet's) mean and std."""
+    import numpy as np
+    from torchvision.transforms import v2
+
+    from gcnet.data.datasets import load_image
+
+    mean = data_cfg["mean"] if data_cfg else [0.485, 0.456, 0.406]
+    std = data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]
+    if data_cfg:
+        size = data_cfg["image_size"]
+    shown_tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    xs, shown = [], []
+    for p in paths:
+        img = shown_tf(load_image(p))
+        shown.append(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
+        xs.append(norm(img))
+    return torch.stack(xs), shown

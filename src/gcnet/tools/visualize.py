@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 from .attention import BlockRecord
 
-__all__ = ["plot_attention", "plot_confusion", "plot_query_maps", "plot_cosine", "stage_of"]
+__all__ = [
+    "plot_attention",
+    "plot_confusion",
+    "plot_query_maps",
+    "plot_cosine",
+    "plot_video_attention",
+    "save_video_attention_gif",
+    "stage_of",
+]
 
 
 def _plt():
@@ -135,4 +143,78 @@ def plot_confusion(cm: torch.Tensor, classes: list[str], path: str) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def _video_maps(rec: BlockRecord, index: int, frames: tuple[int, int, int]) -> np.ndarray:
+    """A block's query-independent attention over (T', H', W') (NL: the mean over queries),
+    resized to the clip's (T, H, W) (nearest in time, bilinear in space), scaled to [0, 1]
+    over the whole clip so that frames compare."""
+    att = rec.attention[-1][index]
+    sp = rec.spatial
+    if rec.kind == "nl":
+        att = att.mean(0)
+        if att.numel() != int(np.prod(sp)):
+            sp = _subsampled(sp)
+    a = att.reshape(1, 1, *sp).float()
+    a = F.interpolate(a, size=frames, mode="trilinear", align_corners=False)[0, 0]
+    a = (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)
+    return a.numpy()
+
+
+def _last_per_stage(records: list[BlockRecord]) -> dict[str, BlockRecord]:
+    per_stage: dict[str, BlockRecord] = {}
+    for rec in records:
+        per_stage[stage_of(rec.name)] = rec  # the last block of each stage wins
+    return per_stage
+
+
+def plot_video_attention(frames: np.ndarray, records: list[BlockRecord], index: int, path: str) -> str:
+    """A strip of the clip's frames (top row) and, one row per stage, the last block's
+    attention over T x H x W overlaid on every frame: where in space *and* time global
+    context looks. ``frames``: (T, H, W, 3) uint8."""
+    plt = _plt()
+    per_stage = _last_per_stage(records)
+    t, h, w = frames.shape[:3]
+    rows = 1 + len(per_stage)
+    fig, axes = plt.subplots(rows, t, figsize=(1.6 * t, 1.7 * rows), squeeze=False)
+    for j in range(t):
+        axes[0, j].imshow(frames[j])
+        axes[0, j].set_title(f"frame {j}", fontsize=7)
+    for i, (stage, rec) in enumerate(per_stage.items(), start=1):
+        maps = _video_maps(rec, index, (t, h, w))
+        for j in range(t):
+            axes[i, j].imshow(frames[j])
+            axes[i, j].imshow(maps[j], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        axes[i, 0].set_title(f"{stage}: {rec.name}", fontsize=6, loc="left")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_video_attention_gif(frames: np.ndarray, records: list[BlockRecord], index: int, path: str,
+                             fps: float = 4.0) -> str:  # fmt: skip
+    """An animated GIF: the clip and, side by side, the last block's attention over T x H x W
+    (the deepest stage) overlaid in red, frame by frame."""
+    from PIL import Image
+
+    rec = list(_last_per_stage(records).values())[-1]
+    t, h, w = frames.shape[:3]
+    maps = _video_maps(rec, index, (t, h, w))
+    images = []
+    for j in range(t):
+        heat = frames[j].astype(np.float32) * 0.5
+        heat[..., 0] += 127.5 * maps[j]
+        both = np.concatenate([frames[j], heat.clip(0, 255).astype(np.uint8)], axis=1)
+        images.append(Image.fromarray(both))
+    tmp = path + ".tmp"
+    images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+    )
+    import os
+
+    os.replace(tmp, path)
     return path

@@ -1,0 +1,331 @@
+"""Video action recognition (Kinetics-style): slow-only 3D ResNets with GC / NL / SNL blocks
+on clips decoded with PyAV (:mod:`gcnet.data.video`); cross-entropy on clips; clip-level and
+video-level (``num_clips`` x ``num_crops`` views, softmax averaged per video) top-1 / top-5 and
+mean class accuracy (torchmetrics, reduced across DDP ranks), per-class accuracy and the
+confusion matrix; top-k prediction on video files.
+
+Training validates on ``data.video.val_clips`` x ``val_crops`` views per video (1 x 1: one
+centre clip, cheap); ``gcnet eval`` and ``gcnet predict`` use ``num_clips`` x ``num_crops``
+(10 x 3 = the 30 views of the paper's protocol).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from gcnet.errors import ConfigError
+from gcnet.models import model_family
+from gcnet.utils import distributed as du
+from gcnet.utils.device import autocast_ctx
+from gcnet.utils.progress import progress_bar
+
+from .base import DemoSpec
+from .classification import ClassificationTask
+
+__all__ = ["VideoTask", "evaluate_video", "video_data_config"]
+
+#: the data formats of gcnet.data.video; ``synthetic_video`` is generated into data.root
+VIDEO_DATASETS = ("synthetic_video", "video_list", "video_folder", "kinetics", "rawframes")
+
+
+def video_data_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat data dict :func:`gcnet.data.video.build_video_dataset` reads: ``data`` with
+    ``data.video``'s keys at its top level, and the synthetic set's default folder
+    (``<output.dir>/data``) when ``data.root`` is not given."""
+    d = dict(cfg["data"])
+    flat = {**{k: v for k, v in d.items() if k not in ("video", "seg", "augment")}, **d["video"]}
+    if not flat.get("root"):
+        flat["root"] = os.path.join(cfg["output"]["dir"], "data")
+    return flat
+
+
+def _views_forward(model: nn.Module, x: torch.Tensor, chunk: int, device, amp: str, memory_format):
+    """Logits (B, V, K) of ``x`` (B, V, C, T, H, W), at most ``chunk`` clips per forward."""
+    b, v = x.shape[:2]
+    flat = x.flatten(0, 1)
+    out = []
+    for part in flat.split(chunk):
+        part = part.to(device, non_blocking=True)
+        if memory_format is not None:
+            part = part.contiguous(memory_format=memory_format)
+        with autocast_ctx(device, amp):
+            out.append(model(part).float())
+    return torch.cat(out).view(b, v, -1)
+
+
+@torch.no_grad()
+def evaluate_video(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    num_classes: int,
+    amp: str = "none",
+    channels_last: bool = False,
+    progress: bool = False,
+    chunk: int = 8,
+) -> dict[str, Any]:
+    """Clip-level and video-level metrics over a loader of ``(views (B, V, C, T, H, W),
+    labels, n_skipped)`` batches: each view's logits score the clip metrics; the mean of the
+    V softmax outputs scores the video (``top1``, ``top5``, ``mean_class_accuracy``,
+    ``per_class``, ``confusion_matrix``). Loss: the mean cross-entropy over clips."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+    k = min(5, num_classes)
+
+    def acc(**kw):
+        return MulticlassAccuracy(num_classes, **kw).to(device)
+
+    video = {"top1": acc(top_k=1, average="micro"), f"top{k}": acc(top_k=k, average="micro"),
+             "mean_class_accuracy": acc(average="macro")}  # fmt: skip
+    clip = {"clip_top1": acc(top_k=1, average="micro"), f"clip_top{k}": acc(top_k=k, average="micro")}
+    per_class, confmat = acc(average=None), MulticlassConfusionMatrix(num_classes).to(device)
+    model.eval()
+    loss_sum = torch.zeros(3, dtype=torch.float64, device=device)  # (loss sum, clips, videos)
+    skipped, views = 0, 0
+    fmt = torch.channels_last_3d if channels_last else None
+    for x, labels, n_bad in progress_bar(loader, progress, desc="eval"):
+        skipped += n_bad
+        if x is None:
+            continue
+        if x.dim() == 5:  # single clips (B, C, T, H, W): one view each
+            x = x.unsqueeze(1)
+        views = x.shape[1]
+        labels = labels.to(device)
+        logits = _views_forward(model, x, chunk, device, amp, fmt)  # (B, V, K)
+        clip_logits, clip_labels = logits.flatten(0, 1), labels.repeat_interleave(views)
+        loss_sum[0] += F.cross_entropy(clip_logits, clip_labels, reduction="sum").double()
+        loss_sum[1] += clip_labels.numel()
+        loss_sum[2] += labels.numel()
+        probs = logits.softmax(-1).mean(1)  # (B, K): the views' softmax averaged per video
+        for m in clip.values():
+            m.update(clip_logits, clip_labels)
+        for m in (*video.values(), per_class, confmat):
+            m.update(probs, labels)
+    du.all_reduce_sum(loss_sum)
+    n = int(loss_sum[2].item())
+    if n == 0:
+        raise ValueError("evaluation saw no videos (empty or entirely unreadable dataset)")
+    out: dict[str, Any] = {"loss": float(loss_sum[0] / loss_sum[1])}
+    out.update({name: 100.0 * float(m.compute()) for name, m in {**video, **clip}.items()})
+    out.update(
+        per_class=[100.0 * float(v) for v in per_class.compute()],
+        confusion_matrix=confmat.compute().cpu(),
+        num_samples=n,
+        num_clips=int(loss_sum[1].item()),
+        views_per_video=views,
+        skipped=skipped,
+    )
+    return out
+
+
+class VideoTask(ClassificationTask):
+    """Action recognition on clips; the loss, the label smoothing, the class alignment and the
+    epoch summary are classification's."""
+
+    name = "video"
+    datasets = VIDEO_DATASETS
+    rootless_datasets = generated_datasets = ("synthetic_video",)
+    metric = "top1"
+    metric_label = "video top-1"
+    model_families = ("video",)
+    model_examples = "slowonly_r50, gc_slowonly_r50, nl_slowonly_r50"
+    skips_bad_images = False
+    sample_noun = "video"
+    skip_key = "data.video.skip_bad_videos"
+    memory_format = torch.channels_last_3d
+    demo = DemoSpec("demo_video.yaml", ("slowonly_r18", "gc_slowonly_r18"), "runs/demo_video")
+
+    def validate(self, cfg: Mapping[str, Any]) -> None:
+        super(ClassificationTask, self).validate(cfg)
+        v = cfg["data"]["video"]
+        lo, hi = v["train_scale"]
+        if len(v["train_scale"]) != 2 or lo > hi:
+            raise ConfigError(
+                f"data.video.train_scale must be [low, high] with low <= high, got {v['train_scale']}"
+            )
+        if v["crop_size"] > lo:
+            raise ConfigError(f"data.video.crop_size={v['crop_size']} is larger than the shortest training "
+                              f"short side (data.video.train_scale={v['train_scale']})")  # fmt: skip
+        for key in ("mixup", "cutmix"):
+            if cfg["data"]["augment"][key]:
+                raise ConfigError(f"data.augment.{key} does not apply to video (task=video)")
+
+    def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
+        dataset = cfg["data"]["dataset"]
+        return {"data": {"dataset": "video_list" if dataset == "synthetic_video" else dataset, "root": root}}
+
+    def _data(self, cfg, split: str, views: tuple[int, int] | None) -> tuple[Dataset, list[str]]:
+        from gcnet.data.video import build_video_dataset
+
+        ds = build_video_dataset(video_data_config(cfg), split, train=split == "train", views=views)
+        return ds, list(ds.classes)
+
+    def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
+        v = cfg["data"]["video"]
+        views = None if split == "train" else (int(v["val_clips"]), int(v["val_crops"]))
+        return self._data(cfg, split, views)
+
+    def build_eval_data(self, cfg: Mapping[str, Any]) -> tuple[Dataset, list[str]]:
+        v = cfg["data"]["video"]
+        return self._data(cfg, "val", (int(v["num_clips"]), int(v["num_crops"])))
+
+    def too_small_message(self, ds: Dataset, batch_size: int) -> str:
+        return f"the training set ({len(ds)} videos) is smaller than one batch ({batch_size})"
+
+    def batch_transform(self, cfg: Mapping[str, Any], num_classes: int):
+        return None
+
+    def evaluate(self, cfg, model, loader, device, num_classes, amp="none", channels_last=False,
+                 progress=False, out_dir=None) -> dict[str, Any]:  # fmt: skip
+        chunk = max(1, int(cfg["train"]["batch_size"]) // du.world_size())
+        return evaluate_video(model, loader, device, num_classes, amp, channels_last, progress, chunk)
+
+    def val_metrics(self, result: Mapping[str, Any], num_classes: int) -> dict[str, float]:
+        out = super().val_metrics(result, num_classes)
+        out.update(val_clip_top1=result["clip_top1"], val_mean_class_accuracy=result["mean_class_accuracy"])
+        return out
+
+    def epoch_summary(self, row: Mapping[str, Any]) -> str:
+        if "val_top1" not in row:
+            return ""
+        return (f", val loss {row['val_loss']:.4f}, val video top-1 {row['val_top1']:.2f}% "
+                f"(clip {row['val_clip_top1']:.2f}%)")  # fmt: skip
+
+    def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
+        from gcnet.fileio import write_json
+        from gcnet.tools.visualize import plot_confusion
+
+        k = min(5, len(classes))
+        print(f"{result['num_samples']} videos x {result['views_per_video']} views "
+              f"({result['num_clips']} clips scored):")  # fmt: skip
+        print(f"  video: top-1 {result['top1']:.2f}%  top-{k} {result[f'top{k}']:.2f}%  "
+              f"mean class accuracy {result['mean_class_accuracy']:.2f}%")  # fmt: skip
+        print(f"  clip:  top-1 {result['clip_top1']:.2f}%  top-{k} {result[f'clip_top{k}']:.2f}%  "
+              f"loss {result['loss']:.4f}")  # fmt: skip
+        print("per-class accuracy (video level):")
+        for name, acc in zip(classes, result["per_class"]):
+            print(f"  {name:<28} {acc:6.2f}%")
+        cm = result.pop("confusion_matrix")
+        metrics = write_json(os.path.join(out_dir, "metrics.json"),
+                             {**result, "classes": list(classes), "confusion_matrix": cm.tolist()},
+                             indent=2)  # fmt: skip
+        png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
+        print(f"wrote {metrics} and {png}")
+        if result["skipped"]:
+            print(f"skipped {result['skipped']} unreadable video(s)")
+
+    def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
+        from gcnet.data.video import load_video_views
+
+        data = video_data_config(cfg)
+        views = (int(cfg["data"]["video"]["num_clips"]), int(cfg["data"]["video"]["num_crops"]))
+        k = min(int(options.get("topk", 5)), len(classes))
+        results = []
+        model.eval()
+        for path in paths:
+            x = load_video_views(path, data, views).unsqueeze(0)  # (1, V, C, T, H, W)
+            with torch.no_grad():
+                logits = _views_forward(model, x, int(cfg["train"]["batch_size"]), torch.device("cpu"),
+                                        "none", None)  # fmt: skip
+            prob = logits.softmax(-1).mean(1)[0]
+            p, i = prob.topk(k)
+            top = [{"class": classes[j], "prob": float(q)} for q, j in zip(p, i.tolist())]
+            results.append({"video": path, "views": x.shape[1], "top": top})
+        return results
+
+    def format_predictions(self, results: Sequence[Mapping[str, Any]], options) -> str:
+        lines = []
+        for r in results:
+            lines.append(f"{r['video']} ({r['views']} views)")
+            lines += [f"  {t['prob']:7.2%}  {t['class']}" for t in r["top"]]
+        return "\n".join(lines)
+
+    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
+        """Both demo models read one copy of the generated videos."""
+        from gcnet.config import merge
+
+        if cfg["data"]["dataset"] == "synthetic_video" and not cfg["data"]["root"]:
+            cfg = merge(cfg, {"data": {"root": os.path.join(output, "data")}})
+        return cfg
+
+    def demo_input(self, cfg: Mapping[str, Any]):
+        v = cfg["data"]["video"]
+        return torch.randn(1, 3, int(v["clip_len"]), int(v["crop_size"]), int(v["crop_size"]))
+
+    def input_shape(self, cfg: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+        """One clip: a run's ``clip_len`` x ``crop_size``, else 8 x 224 x 224 (8x8 sampling)."""
+        if not cfg:
+            return (1, 3, 8, 224, 224)
+        v = cfg["data"]["video"]
+        return (1, 3, int(v["clip_len"]), int(v["crop_size"]), int(v["crop_size"]))
+
+    def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
+        return int(cfg["data"]["video"]["crop_size"])
+
+    # -- analysis ---------------------------------------------------------------------
+    def _analysis_data(self, cfg, size: int, clip_len: int | None, out_dir: str) -> dict[str, Any]:
+        """A run's data config, or (``--model NAME``) the embedded set's sampling at ``size``."""
+        if cfg is not None:
+            return video_data_config(cfg)
+        from gcnet.config import DEFAULTS
+
+        data = video_data_config({"data": DEFAULTS["data"], "output": {"dir": out_dir}})
+        data.update(dataset="synthetic_video", image_size=64, train_size=8, val_size=16, frame_interval=2,
+                    clip_len=clip_len or 8, test_scale=size, crop_size=size)  # fmt: skip
+        return data
+
+    @staticmethod
+    def _shown(views: torch.Tensor, data: Mapping[str, Any]) -> Any:
+        """A normalised clip (C, T, H, W) back to uint8 frames (T, H, W, 3) as shown."""
+        mean = torch.tensor(data["mean"]).view(3, 1, 1, 1)
+        std = torch.tensor(data["std"]).view(3, 1, 1, 1)
+        frames = ((views * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        return frames.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def analysis_inputs(self, paths, cfg, size, clip_len=None):
+        """One centre clip of each video (the middle of the video, the centre crop)."""
+        from gcnet.data.video import load_video_views
+
+        data = self._analysis_data(cfg, size, clip_len, ".")
+        clips = torch.cat([load_video_views(p, data, (1, 1)) for p in paths])  # (N, C, T, H, W)
+        return clips, [self._shown(c, data) for c in clips]
+
+    def plot_attention(self, shown, records, index, out_dir, stem, queries) -> list[str]:
+        """The attention over T x H x W as a strip of frames (PNG, one row per stage) and an
+        animated GIF of the deepest stage's."""
+        from gcnet.tools.visualize import plot_video_attention, save_video_attention_gif
+
+        png = plot_video_attention(shown, records, index, os.path.join(out_dir, f"{stem}_attention.png"))
+        gif = save_video_attention_gif(shown, records, index, os.path.join(out_dir, f"{stem}_attention.gif"))
+        return [png, gif]
+
+    def cosine_inputs(self, cfg, data_dir, num, size, clip_len, out_dir) -> torch.Tensor:
+        """Centre clips of the first ``num`` videos under ``data_dir``, else of the run's
+        validation set (or the embedded synthetic set's, generated under ``out_dir``)."""
+        from gcnet.data.video import VIDEO_EXTENSIONS, build_video_dataset, load_video_views
+
+        data = self._analysis_data(cfg, size, clip_len, out_dir)
+        if data_dir:
+            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(data_dir) for f in fs
+                           if f.lower().endswith(VIDEO_EXTENSIONS))[:num]  # fmt: skip
+            if not files:
+                raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {data_dir}")
+            return torch.cat([load_video_views(p, data, (1, 1)) for p in files])
+        ds = build_video_dataset(data, "val", train=False, views=(1, 1))
+        return torch.stack([ds[i][0][0] for i in range(min(num, len(ds)))])
+
+    def owns_model(self, name: str) -> bool:
+        return model_family(name) in self.model_families
+
+    def plain_model(self, name, build, overrides):
+        from gcnet.models.video import plain_video_model
+
+        plain = plain_video_model(name, **overrides)
+        return (None, None) if plain is None else (plain.eval(), None)
