@@ -1,4 +1,4 @@
-"""``gcnet predict``: a trained checkpoint on image files."""
+"""``gcnet predict``: a trained checkpoint on image (or video) files."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="top-k classes, segmentation masks or detections on images")
-    p.add_argument("images", nargs="+", help="image files")
+    p = sub.add_parser(
+        "predict", help="top-k classes, segmentation masks or detections on images; top-k actions on videos"
+    )
+    p.add_argument("images", nargs="+", help="image files (video files for a video model)")
     p.add_argument(
         "--checkpoint", required=True, help="a gcnet run's best.pth / last.pth / weights.safetensors"
     )
