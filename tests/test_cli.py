@@ -47,6 +47,8 @@ def test_errors_are_one_line(capsys):
         ("detection", ["data.train_size=4", "data.val_size=2", "train.batch_size=2", "train.epochs=1",
                        "model.kwargs.box_detections_per_img=4", "model.kwargs.box_batch_size_per_image=8"],
          ("maskrcnn_r18_fpn", "maskrcnn_gc_r18_fpn")),
+        ("video", ["data.train_size=8", "data.val_size=4", "train.batch_size=4", "train.epochs=1",
+                   "data.num_workers=0", "data.video.num_clips=1"], ("slowonly_r18", "gc_slowonly_r18")),
     ],
 )  # fmt: skip
 def test_demo_trains_both_models_and_compares(tmp_path, capsys, task, sets, names):

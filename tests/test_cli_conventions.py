@@ -85,7 +85,7 @@ def test_data_means_the_recipes_dataset_root(recipe):
     base = load_config(recipe)
     args = argparse.Namespace(config=recipe, set=None, output=None, model=None, skip_bad_images=False,
                               data="/data/x")  # fmt: skip
-    if base["task"] == "segmentation" and base["data"]["dataset"] == "synthetic":
+    if base["task"] == "segmentation" and base["data"]["dataset"] in ("synthetic", "far_key"):
         with pytest.raises(ValueError, match="embedded synthetic set"):
             train_config(args)
         return

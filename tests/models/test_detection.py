@@ -386,3 +386,35 @@ def test_coco_annotation_errors_name_the_entry(tmp_path, path, value, message):
     json.dump(data, open(tmp_path / "edited.json", "w"))
     with pytest.raises(ValueError, match="edited.json: " + message if path != ("categories",) else message):
         CocoDetection(img_dir, str(tmp_path / "edited.json"))
+
+
+def test_every_paper_row_builds_on_a_detector_and_the_rest_raises():
+    """ratio=None is GC with one C->C conv (it used to build a detector with no GC blocks, the
+    plain 44.35M); a combination the builder cannot honour raises instead of building a
+    plain detector."""
+    from gcnet.layers import NonLocalBlock
+
+    with torch.device("meta"):
+        m = gcnet.create_model("maskrcnn_gc_r50_fpn", ratio=None)
+        nl_kw = dict(plugin="nl", stages="c4", indices={"c4": [-2]}, position="after_add", sub_sample="input")
+        nl = gcnet.create_model("maskrcnn_r50_fpn", backbone_kwargs=nl_kw)
+        plain = gcnet.create_model("maskrcnn_r50_fpn")
+        no_ln = gcnet.create_model("maskrcnn_gc_r50_fpn", backbone_kwargs={"block_kwargs": {"norm": False}})
+    blocks = [b for b in m.modules() if isinstance(b, GlobalContextBlock)]
+    assert len(blocks) == 13 and all(b.transform_add.conv_in is None for b in blocks)
+    assert num_params(m) - num_params(plain) == sum(
+        c * c + c + c + 1 for c in [512] * 4 + [1024] * 6 + [2048] * 3
+    )
+    assert [type(b) for b in nl.modules() if isinstance(b, NonLocalBlock)] == [NonLocalBlock]
+    assert all(b.transform_add.norm is None for b in no_ln.modules() if isinstance(b, GlobalContextBlock))
+    bad = [
+        (dict(backbone_kwargs={"pooling": "avg"}), "maskrcnn_r50_fpn", "no context blocks"),
+        (dict(stages="c4"), "maskrcnn_r50_fpn", "no context blocks"),
+        (dict(backbone_kwargs={"plugin": "nl"}), "maskrcnn_gc_r50_fpn", "has GC blocks already"),
+        (dict(ratio="r16"), "maskrcnn_gc_r50_fpn", "positive number or None"),
+        (dict(ratio=None), "maskrcnn_r50_fpn", "has no GC blocks"),
+        (dict(backbone_kwargs={"block_kwargs": {"mode": "dot"}}), "maskrcnn_gc_r50_fpn", "not arguments"),
+    ]
+    for kw, name, msg in bad:
+        with pytest.raises(ValueError, match=msg), torch.device("meta"):
+            gcnet.create_model(name, **kw)

@@ -249,3 +249,26 @@ def test_checkpoint_round_trip_and_backbone_only_weights(tmp_path):
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="missing keys.*conv_seg"):
         gcnet.create_model("gcnet_r18_d8", num_classes=3, pretrained=str(tmp_path / "bad.pth"))
+
+
+def test_tiny_demo_segmentors_and_head_options_that_no_block_reads():
+    """The demo's *_tiny_s4 models: one backbone, the block (or none) in the head; an option
+    only another head's block reads raises instead of being ignored."""
+    from gcnet.layers import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
+
+    kinds = {"fcn": type(None), "gcnet": GlobalContextBlock, "se": SqueezeExcitation,
+             "nonlocal": NonLocalBlock, "snl": SimplifiedNonLocalBlock}  # fmt: skip
+    for prefix, cls in kinds.items():
+        m = gcnet.create_model(f"{prefix}_tiny_s4", num_classes=4).eval()
+        assert type(m.decode_head.context_block) is cls and m.auxiliary_head is None
+        assert m(torch.randn(2, 3, 64, 64)).shape == (2, 4, 64, 64)
+    assert gcnet.create_model("nonlocal_tiny_s4").decode_head.context_block.sub_sample == "input"
+    for name, kw, msg in (("fcn_r18_d8", dict(ratio=0.25), "no context block"),
+                          ("nonlocal_tiny_s4", dict(pooling="avg"), "a nl block"),
+                          ("gcnet_tiny_s4", dict(sub_sample=True), "only a nl block"),
+                          ("fcn_r18_d8", dict(width=16), "only the tiny backbone"),
+                          ("fcn_tiny_s4", dict(output_stride=8), "output stride 4")):  # fmt: skip
+        with pytest.raises(ValueError, match=msg):
+            gcnet.create_model(name, **kw)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        gcnet.create_model("fcn_tiny_s4", pretrained="torchvision")

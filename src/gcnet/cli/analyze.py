@@ -44,9 +44,20 @@ def _stems(paths: list[str]) -> list[str]:
 
 
 def _complexity(args: argparse.Namespace) -> int:
+    if args.paper:
+        from gcnet.tools.paper_tables import paper_table, write_paper_table
+
+        rounds = args.repeats if args.repeats is not None else (1 if args.paper == "coco" else 3)
+        rows = paper_table(args.paper, 0 if args.no_latency else rounds)
+        md, csv_path = write_paper_table(rows, args.paper, args.output)
+        print(open(md).read())
+        print(f"wrote {md} and {csv_path}")
+        return 0
     from gcnet.tools.ablation import complexity_table, write_table
 
-    rows = complexity_table(_size(args), 0 if args.no_latency else args.repeats)
+    rows = complexity_table(
+        _size(args), 0 if args.no_latency else (3 if args.repeats is None else args.repeats)
+    )
     md, csv_path = write_table(rows, args.output)
     print(open(md).read())
     print(f"wrote {md} and {csv_path}")
@@ -146,7 +157,12 @@ def add_parser(sub) -> None:
                         "a run's own size wins)")  # fmt: skip
     p.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)  # old spelling of --input
     p.add_argument("--queries", type=int, default=4, help="NL query points to show")
-    p.add_argument("--repeats", type=int, default=3, help="latency repeats (complexity)")
+    p.add_argument("--rounds", "--repeats", dest="repeats", type=int, default=None, metavar="N",
+                   help="complexity: latency rounds, the median is shown (default 3; --paper coco: "
+                        "1)")  # fmt: skip
     p.add_argument("--no-latency", action="store_true", help="complexity: skip the latency column")
+    p.add_argument("--paper", choices=("imagenet", "coco"), default=None,
+                   help="complexity: the paper's ImageNet (ResNet-50) or COCO (Mask R-CNN R50-FPN) ablation "
+                        "table, the published params and FLOPs beside ours")  # fmt: skip
     p.add_argument("--output", "-o", default="runs/analyze", help="output folder (default runs/analyze)")
     p.set_defaults(fn=run)

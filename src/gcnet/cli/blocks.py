@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gcnet.layers import create_block
-    from gcnet.tools.complexity import count_flops, count_params
+    from gcnet.tools.complexity import PAPER_UNIT, count_macs, count_params
     from gcnet.tools.profiling import median_time
 
     torch.manual_seed(0)
@@ -31,14 +31,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     dims = "x".join(map(str, shape[2:]))
     print(f"Block family on input {tuple(shape)}: N={shape[0]}, C={c}, {len(shape) - 2}D {dims} "
-          f"(float32, {torch.get_num_threads()} threads)\n")  # fmt: skip
+          f"(float32, {torch.get_num_threads()} threads); GFLOPs: {PAPER_UNIT}\n")  # fmt: skip
     print(f"{'block':<24} {'params':>10} {'GFLOPs':>9} {'fwd ms':>9} {'out == x at init':>17}")
     for name, blk in rows:
         blk.eval()
         with torch.no_grad():
             same = torch.equal(blk(x), x)
             ms = median_time(lambda b=blk: b(x), repeats=args.repeats)
-        flops = count_flops(blk, x)
+        flops = count_macs(blk, x)
         print(f"{name:<24} {count_params(blk):>10,} {flops / 1e9:>9.4f} {ms:>9.2f} {str(same):>17}")
     return 0
 

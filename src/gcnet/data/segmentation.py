@@ -11,6 +11,8 @@ set.
 - :class:`ADE20K`: ``<root>/images/{training,validation}/*.jpg`` and
   ``<root>/annotations/.../*.png``; 150 classes, label 0 ("other") -> ignore, k -> k-1.
 - :class:`SyntheticSegmentation`: generated from a seed, no files (see its docstring).
+- ``far_key``: :class:`gcnet.data.context_demo.FarKeySegmentation`, the demo's set where
+  every object is labelled by a key beyond a plain network's receptive field.
 
 Items are ``(image, mask)`` after the joint transform (float (3, H, W), int64 (H, W));
 pixels labelled ``ignore_index`` (255) count nowhere.
@@ -346,7 +348,7 @@ def build_seg_transform(data_cfg: Mapping[str, Any], train: bool) -> SegCompose:
     return SegCompose(ops)
 
 
-SEG_DATASETS = ("synthetic", "cityscapes", "voc", "ade20k")
+SEG_DATASETS = ("synthetic", "far_key", "cityscapes", "voc", "ade20k")
 
 
 def build_segmentation_data(cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
@@ -355,10 +357,13 @@ def build_segmentation_data(cfg: Mapping[str, Any], split: str) -> tuple[Dataset
     train = split == "train"
     tf = build_seg_transform(d, train)
     name = d["dataset"]
-    if name == "synthetic":
+    if name in ("synthetic", "far_key"):
+        from .context_demo import FarKeySegmentation
+
         n = d["train_size"] if train else d["val_size"]
-        ds: Dataset = SyntheticSegmentation(n, d["image_size"], "train" if train else "val", d["seed"], tf)
-        return ds, list(SyntheticSegmentation.classes)
+        cls = SyntheticSegmentation if name == "synthetic" else FarKeySegmentation
+        ds: Dataset = cls(n, d["image_size"], "train" if train else "val", d["seed"], tf)
+        return ds, list(cls.classes)
     if name not in SEG_DATASETS:
         raise ValueError(
             f"data.dataset={name!r} is not a segmentation dataset; expected one of {SEG_DATASETS}"

@@ -108,7 +108,7 @@ _WIDE = (torch.float32, torch.float64)  # dtypes whose softmax runs in their own
 _autocast_on = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
 
 
-def _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps: float):
+def _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps: float, relu: bool = True):
     """The add branch of a GC / SNL block up to the fusion: shift (N, C) and what its backward
     needs, in few ops and no module calls (the per-call cost dominates at 14x14 and 7x7).
 
@@ -116,6 +116,7 @@ def _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps: float):
     (shift, xf, attn, context, h, mean, rstd, a): ``attn`` (N, 1, L), None for avg pooling;
     ``h``, ``mean``, ``rstd`` the LayerNorm's input and statistics (None without it); ``a``
     the input of the last conv (the ReLU output; the context for a single C->C conv).
+    ``relu=False``: the bottleneck without its ReLU (the paper's "w/o LN and ReLU" rows).
     """
     xf = x.flatten(2)  # (N, C, L): a view, for contiguous and channels_last inputs
     n, c = xf.shape[0], xf.shape[1]
@@ -145,7 +146,8 @@ def _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps: float):
         if lnw is not None:
             h = a
             a, mean, rstd = torch.native_layer_norm(h, (p,), lnw.view(p), lnb.view(p), eps)
-        a = torch.relu_(a)  # a fresh tensor: the LayerNorm's backward needs only h, mean, rstd
+        if relu:
+            a = torch.relu_(a)  # a fresh tensor: the LayerNorm's backward needs only h, mean, rstd
     shift = torch.addmm(b2, a, w2.view(c, -1).t())
     return shift, xf, attn, context, h, mean, rstd, a
 
@@ -162,20 +164,23 @@ class _GlobalContextAdd(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, wk, bk, w1, b1, lnw, lnb, w2, b2, eps):
-        shift, _, attn, context, h, mean, rstd, a = _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps)
+    def forward(ctx, x, wk, bk, w1, b1, lnw, lnb, w2, b2, eps, relu=True):
+        shift, _, attn, context, h, mean, rstd, a = _pool_transform(
+            x, wk, w1, b1, lnw, lnb, w2, b2, eps, relu
+        )
         ctx.save_for_backward(x, wk, bk, w1, lnw, lnb, w2, attn, context, h, mean, rstd, a)
+        ctx.relu = relu
         return x + shift.view(shift.shape + (1,) * (x.dim() - 2))
 
     @staticmethod
     def backward(ctx, gy):
         if _autocast_on() and torch.is_autocast_enabled(gy.device.type):
             with torch.autocast(gy.device.type, enabled=False):
-                return _add_backward(ctx.needs_input_grad, gy, *ctx.saved_tensors)
-        return _add_backward(ctx.needs_input_grad, gy, *ctx.saved_tensors)
+                return (*_add_backward(ctx.needs_input_grad, gy, *ctx.saved_tensors, relu=ctx.relu), None)
+        return (*_add_backward(ctx.needs_input_grad, gy, *ctx.saved_tensors, relu=ctx.relu), None)
 
 
-def _add_backward(need, gy, x, wk, bk, w1, lnw, lnb, w2, attn, context, h, mean, rstd, a):
+def _add_backward(need, gy, x, wk, bk, w1, lnw, lnb, w2, attn, context, h, mean, rstd, a, relu=True):
     """The gradients of :class:`_GlobalContextAdd` (inputs x, wk, bk, w1, b1, lnw, lnb, w2, b2)."""
     xf = x.flatten(2)
     n, c, length = xf.shape
@@ -192,7 +197,8 @@ def _add_backward(need, gy, x, wk, bk, w1, lnw, lnb, w2, attn, context, h, mean,
         g_b2 = gs.sum(0)
     g = gs.mm(w2.view(c, -1))  # the gradient of a, the last conv's input
     if w1 is not None:
-        g = torch.ops.aten.threshold_backward(g, a, 0)
+        if relu:
+            g = torch.ops.aten.threshold_backward(g, a, 0)
         if lnw is not None:
             p = w1.shape[0]
             g, g_lnw, g_lnb = torch.ops.aten.native_layer_norm_backward(
@@ -276,9 +282,10 @@ class ContextModeling(nn.Module):
 class ContextTransform(nn.Module):
     """Step 2, delta: the transform applied to the pooled (N, C) context.
 
-    ``hidden=P``: bottleneck conv C->P, LayerNorm([P,1,1]) (or none), ReLU, conv P->C
-    (GC, and SE without the norm). ``hidden=None``: one conv C->C (Simplified NL).
-    All convs have a bias. ``zero_init_last`` zeroes the last conv (weight and bias).
+    ``hidden=P``: bottleneck conv C->P, LayerNorm([P,1,1]) (or none), ReLU (or none:
+    ``relu=False``), conv P->C (GC, and SE without the norm). ``hidden=None``: one conv C->C
+    (Simplified NL). All convs have a bias. ``zero_init_last`` zeroes the last conv (weight
+    and bias).
     """
 
     def __init__(
@@ -288,11 +295,13 @@ class ContextTransform(nn.Module):
         norm: bool = True,
         ln_eps: float = 1e-5,
         zero_init_last: bool = True,
+        relu: bool = True,
     ) -> None:
         super().__init__()
         self.channels = channels
         self.hidden = hidden
         self.zero_init_last = zero_init_last
+        self.relu = bool(relu)
         if hidden is None:
             self.conv_in = self.norm = None
             self.conv_out = nn.Conv2d(channels, channels, kernel_size=1)
@@ -324,11 +333,12 @@ class ContextTransform(nn.Module):
                 c = F.layer_norm(
                     c, (p,), self.norm.weight.reshape(p), self.norm.bias.reshape(p), self.norm.eps
                 )
-            c = F.relu(c)
+            if self.relu:
+                c = F.relu(c)
         return self._linear(c, self.conv_out)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, hidden={self.hidden}"
+        return f"{self.channels}, hidden={self.hidden}" + ("" if self.relu else ", relu=False")
 
 
 def _as_fusion_tuple(fusion: str | Sequence[str]) -> tuple[str, ...]:
@@ -356,6 +366,8 @@ class GlobalContextBlock(nn.Module):
         ln_eps: LayerNorm epsilon (official 1e-5; timm uses 1e-6).
         zero_init_last: zero the last conv of every branch, so an add-fused block is the
             identity at init and a GC backbone starts as the plain pretrained backbone.
+        relu: the ReLU of the bottleneck (False with ``norm=False``: the paper's "r16 without
+            LN and ReLU" row; ignored for ``ratio=None``, which has no bottleneck).
 
     Input (N, C, L), (N, C, H, W) or (N, C, T, H, W); output the same shape.
     """
@@ -369,14 +381,16 @@ class GlobalContextBlock(nn.Module):
         norm: bool = True,
         ln_eps: float = 1e-5,
         zero_init_last: bool = True,
+        relu: bool = True,
     ) -> None:
         super().__init__()
         self.channels = check_channels(channels)
         self.ratio = ratio
+        self.relu = bool(relu)
         hidden = None if ratio is None else bottleneck_channels(channels, ratio)
         self.fusion = _as_fusion_tuple(fusion)
         self.pool = ContextModeling(channels, pooling)
-        make = lambda: ContextTransform(channels, hidden, norm, ln_eps, zero_init_last)  # noqa: E731
+        make = lambda: ContextTransform(channels, hidden, norm, ln_eps, zero_init_last, relu)  # noqa: E731
         self.transform_mul = make() if "mul" in self.fusion else None
         self.transform_add = make() if "add" in self.fusion else None
         # Fuse into x in place when no gradient is recorded. Only for callers that own x
@@ -441,8 +455,8 @@ class GlobalContextBlock(nn.Module):
     def _forward_add(self, x: torch.Tensor) -> torch.Tensor:
         wk, bk, w1, b1, lnw, lnb, w2, b2, eps = self._add_params()
         if torch.is_grad_enabled():
-            return _GlobalContextAdd.apply(x, wk, bk, w1, b1, lnw, lnb, w2, b2, eps)
-        shift = _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps)[0]
+            return _GlobalContextAdd.apply(x, wk, bk, w1, b1, lnw, lnb, w2, b2, eps, self.relu)
+        shift = _pool_transform(x, wk, w1, b1, lnw, lnb, w2, b2, eps, self.relu)[0]
         shift = shift.view(shift.shape + (1,) * (x.dim() - 2))
         return x.add_(shift) if self.inplace else x + shift
 

@@ -11,9 +11,12 @@ these maps are nearly identical, which is what GC exploits). Pairwise functions:
 - ``dot_product``:       theta(x_i)^T phi(x_j) / N_j
 - ``concatenation``:     ReLU(w^T [theta(x_i); phi(x_j)]) / N_j
 
-``sub_sample`` max-pools the outputs of phi and g by 2 over the spatial dims (never over
-time for 3D inputs). W_z is followed by a BatchNorm whose weight and bias start at zero, so
-the block is the identity at init. Key names follow mmcv's ``NonLocal2d`` where they can.
+``sub_sample`` max-pools by 2 over the spatial dims (never over time for 3D inputs) either the
+outputs of phi and g (``True`` / ``"output"``: mmcv's ``NonLocal2d``) or their input
+(``"input"``: x is pooled once and phi and g are 1x1 convs on it, as in Wang et al.'s Caffe2
+code; the GC paper's NL FLOPs, +0.25 G on ResNet-50 at 224, count this form). W_z is
+followed by a BatchNorm whose weight and bias start at zero, so the block is the identity at
+init. Key names follow mmcv's ``NonLocal2d`` where they can.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ class NonLocalBlock(nn.Module):
         channels: input channels C.
         mode: pairwise function, one of :data:`NL_MODES`.
         reduction: inter channels C' = C // reduction.
-        sub_sample: max-pool phi(x) and g(x) by 2 spatially (fewer keys, 4x cheaper).
+        sub_sample: ``False``; ``True`` / ``"output"``: max-pool phi(x) and g(x) by 2 spatially
+            (4x fewer keys); ``"input"``: phi and g on x max-pooled by 2 (also 4x cheaper
+            phi and g convs).
         use_scale: divide embedded-gaussian logits by sqrt(C') (mmcv's default).
         norm: BatchNorm after W_z (True, zero-initialised) or none (then W_z is zeroed).
     """
@@ -71,7 +76,7 @@ class NonLocalBlock(nn.Module):
         channels: int,
         mode: str = "embedded_gaussian",
         reduction: int = 2,
-        sub_sample: bool = False,
+        sub_sample: bool | str = False,
         use_scale: bool = True,
         norm: bool = True,
         zero_init: bool = True,
@@ -88,7 +93,10 @@ class NonLocalBlock(nn.Module):
                 f"need reduction <= {channels}"
             )
         self.inter_channels = inter
+        if sub_sample not in (False, True, "output", "input"):
+            raise ValueError(f"sub_sample must be False, True, 'output' or 'input', got {sub_sample!r}")
         self.sub_sample = sub_sample
+        self._pool_outputs = sub_sample in (True, "output")
         self.use_scale = use_scale
         self.zero_init = zero_init
         self.g = nn.Conv2d(channels, inter, 1)
@@ -124,13 +132,21 @@ class NonLocalBlock(nn.Module):
             if last.bias is not None:
                 nn.init.zeros_(last.bias)
 
-    def _pairwise(self, xf: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
-        """(N, L, L') attention weights of every query i over every key j."""
+    def _keys_input(self, xf: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+        """What phi and g read: x, or x max-pooled for ``sub_sample="input"``."""
+        return _subsample(xf, spatial) if self.sub_sample == "input" else xf
+
+    def _pairwise(
+        self, xf: torch.Tensor, spatial: tuple[int, ...], xk: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, L, L') attention weights of every query i over every key j (``xk``: phi's
+        input, :meth:`_keys_input`)."""
+        xk = self._keys_input(xf, spatial) if xk is None else xk
         if self.mode == "gaussian":
-            theta, phi = xf, xf
+            theta, phi = xf, xk
         else:
-            theta, phi = _pointwise(xf, self.theta), _pointwise(xf, self.phi)
-        if self.sub_sample:
+            theta, phi = _pointwise(xf, self.theta), _pointwise(xk, self.phi)
+        if self._pool_outputs:
             phi = _subsample(phi, spatial)
         if self.mode == "concatenation":
             # w^T [theta_i; phi_j] = w1^T theta_i + w2^T phi_j: no (N, 2C', L, L') tensor
@@ -154,9 +170,10 @@ class NonLocalBlock(nn.Module):
         check_input(type(self).__name__, x, self.channels)
         spatial = tuple(x.shape[2:])
         xf = x.flatten(2)
-        attn = self._pairwise(xf, spatial)  # (N, L, L')
-        g = _pointwise(xf, self.g)
-        if self.sub_sample:
+        xk = self._keys_input(xf, spatial)
+        attn = self._pairwise(xf, spatial, xk)  # (N, L, L')
+        g = _pointwise(xk, self.g)
+        if self._pool_outputs:
             g = _subsample(g, spatial)
         y = torch.bmm(g, attn.transpose(1, 2))  # (N, C', L)
         y = _pointwise(y, self.conv_out)

@@ -49,20 +49,26 @@ _DET_OPTIONS = (
 
 def resnet_fpn(
     arch: str,
-    gc_ratio: float | None = 1 / 16,
+    gc_ratio: Any = 1 / 16,
     norm: str = "frozen_bn",
     frozen_stages: int = 1,
     pretrained: bool | str = False,
     out_channels: int = 256,
+    gc: bool | None = None,
     **overrides: Any,
 ) -> BackboneWithFPN:
-    """gcnet ResNet (``arch``; GC r``gc_ratio`` at c3-c5 unless None) -> torchvision FPN.
+    """gcnet ResNet (``arch``) -> torchvision FPN, with GC blocks at c3-c5 when ``gc``.
 
-    ``overrides`` go to :func:`gcnet.create_model` (e.g. ``stages``, ``position``)."""
+    ``gc`` (default: ``gc_ratio is not None``, the old spelling of "no GC"): GC blocks of
+    ratio ``gc_ratio`` (``None`` with ``gc=True``: the transform is one C->C conv, the
+    paper's "w/o ratio" row). ``overrides`` go to :func:`gcnet.create_model` (e.g.
+    ``stages``, ``position``, ``pooling``, or ``plugin="nl"`` with its options)."""
     from .registry import create_model
 
+    if gc is None:
+        gc = gc_ratio is not None
     kw: dict[str, Any] = dict(num_classes=0, norm=norm, frozen_stages=frozen_stages)
-    if gc_ratio is not None:
+    if gc:
         kw.update(plugin="gc", ratio=gc_ratio)
     kw.update(overrides)
     body = create_model(arch, pretrained=pretrained, **kw)
@@ -85,6 +91,14 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
     :func:`gcnet.create_model` options), and any keyword of torchvision's ``MaskRCNN`` /
     ``FasterRCNN`` (``rpn_batch_size_per_image``, ``box_batch_size_per_image``,
     ``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...).
+
+    ``ratio=None`` on a GC detector is GC with a single C->C conv as its transform (the
+    paper's "w/o ratio" row). The block's other options go in ``backbone_kwargs``
+    (``pooling``, ``fusion``, ``indices``, ``block_kwargs={"norm": False, "relu": False}``);
+    other blocks on the plain
+    detector, e.g. ``backbone_kwargs={"plugin": "nl", "stages": "c4", "indices": {"c4": [-2]},
+    "position": "after_add", "sub_sample": "input"}``. A combination the builder cannot honour
+    raises instead of building a plain detector.
     """
     import difflib
     import inspect
@@ -105,13 +119,25 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
             f"or a torchvision {cls.__name__} argument"
         )
     o = dict(overrides)
-    ratio = o.pop("ratio", spec["gc"])
-    if spec["gc"] is None and "ratio" in overrides:
+    has_gc = spec["gc"] is not None
+    ratio = o.pop("ratio", spec["gc"])  # None: GC with one C->C conv ("w/o ratio")
+    if not has_gc and "ratio" in overrides:
         raise ValueError(f"{name!r} has no GC blocks; use the maskrcnn_gc_* / fasterrcnn_gc_* names")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
+        raise ValueError(
+            f"ratio of {name!r} must be a positive number or None (one C->C conv), got {ratio!r}"
+        )
     bb_kw = dict(o.pop("backbone_kwargs", None) or {})
     for k in ("stages", "position"):
         if k in o:
             bb_kw[k] = o.pop(k)
+    if not has_gc and bb_kw and "plugin" not in bb_kw:
+        raise ValueError(f"{sorted(bb_kw)} given for {name!r}, which has no context blocks: use a "
+                         "maskrcnn_gc_* / fasterrcnn_gc_* name, or backbone_kwargs={'plugin': 'nl', "
+                         "...}")  # fmt: skip
+    if has_gc and "plugin" in bb_kw:
+        raise ValueError(f"backbone_kwargs.plugin given for {name!r}, which has GC blocks already: start "
+                         f"from the plain {name.replace('_gc_', '_').removesuffix('_r4')!r}")  # fmt: skip
     full_ckpt = None
     backbone_weights: bool | str = False
     if pretrained:
@@ -124,8 +150,8 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
         else:
             backbone_weights = pretrained
     backbone = resnet_fpn(
-        spec["arch"], ratio if spec["gc"] is not None else None, norm=o.pop("norm", "frozen_bn"),
-        frozen_stages=int(o.pop("frozen_stages", 1)), pretrained=backbone_weights, **bb_kw,
+        spec["arch"], ratio, norm=o.pop("norm", "frozen_bn"), frozen_stages=int(o.pop("frozen_stages", 1)),
+        pretrained=backbone_weights, gc=has_gc, **bb_kw,
     )  # fmt: skip
     num_classes = int(o.pop("num_classes", 81))
     kw = dict(min_size=o.pop("min_size", 800), max_size=o.pop("max_size", 1333))

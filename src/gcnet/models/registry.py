@@ -6,7 +6,9 @@ Every name is a ResNet/ResNeXt configuration plus an optional plug-in. Overrides
   ``frozen_stages``, ``norm``, ``norm_eval``, ``out_indices``, ``deep_stem``, ...);
 - the plug-in: ``plugin`` (``gc``/``nl``/``snl``/``se``/``None``), ``stages`` (``"c3-c5"``,
   ``("c4",)``), ``position``, ``indices``;
-- the block's own arguments (``ratio``, ``pooling``, ``fusion``, ``mode``, ``sub_sample``...).
+- the block's own arguments (``ratio``, ``pooling``, ``fusion``, ``mode``, ``sub_sample``...),
+  and ``block_kwargs={...}`` for those whose names a ResNet argument takes (the GC block's
+  LayerNorm switch ``norm``: ``block_kwargs={"norm": False, "relu": False}``).
 """
 
 from __future__ import annotations
@@ -122,6 +124,13 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     cfg = dict(_ARCHS[arch])
     plugin_args = {k: spec.pop(k) for k in _PLUGIN_KEYS if k in spec}
     block = plugin_args.pop("plugin", None)
+    explicit = spec.pop("block_kwargs", None) or {}
+    if explicit and block is None:
+        raise ValueError(f"block_kwargs given for model {name!r} without a plug-in block")
+    bad = sorted(set(explicit) - _block_params(block)) if block is not None else []
+    if bad:
+        raise ValueError(f"block_kwargs {bad} are not arguments of the {block!r} block of model {name!r}; "
+                         f"expected some of {sorted(_block_params(block))}")  # fmt: skip
     block_kwargs = {}
     for key in list(spec):
         if key in resnet_params:
@@ -137,7 +146,7 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
         extra = "" if block else " (this model has no plug-in block; pass plugin='gc' etc.)"
         raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(msgs)}{extra}")
     if block is not None:
-        cfg["plugin"] = PluginSpec(block, block_kwargs, **plugin_args)
+        cfg["plugin"] = PluginSpec(block, {**block_kwargs, **explicit}, **plugin_args)
     elif plugin_args:
         raise ValueError(f"{sorted(plugin_args)} given for model {name!r} without a plug-in block")
     cfg["_arch"] = arch

@@ -9,6 +9,10 @@
   logits are resized to the input with bilinear interpolation (align_corners=False). In
   training mode with an auxiliary head ``forward`` returns ``{"out": ..., "aux": ...}``;
   otherwise the main logits tensor.
+- :class:`TinyBackbone`: a small stride-4 ResNet (two strided 3x3 convs, two of gcnet's
+  ``BasicBlock``), the backbone of the ``*_tiny_s4`` models of ``gcnet demo``: its receptive
+  field is small enough (at most 32 px from a pixel through an FCN head) that a far-away
+  cue is out of its sight.
 - :class:`SeedGCNet`: dilated ResNet-50 (output stride 8) -> GC(2048, r16) on c5 ->
   3x3 conv 2048->512 + BN + ReLU -> bilinear upsampling (align_corners=True) -> 3x3
   classifier. The seed upsamples by x8; we upsample to the input size, which is the same
@@ -27,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gcnet.layers import GlobalContextBlock, NonLocalBlock
+from gcnet.layers import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
 
-from .resnet import ResNet
+from .resnet import BasicBlock, ResNet
 
-__all__ = ["ConvNormAct", "FCNHead", "EncoderDecoder", "SeedGCNet", "HEAD_CONTEXTS"]
+__all__ = ["ConvNormAct", "FCNHead", "EncoderDecoder", "SeedGCNet", "TinyBackbone", "HEAD_CONTEXTS"]
 
-HEAD_CONTEXTS = ("none", "gc", "nl")
+HEAD_CONTEXTS = ("none", "gc", "nl", "se", "snl")
 
 
 class ConvNormAct(nn.Module):
@@ -68,8 +72,9 @@ class FCNHead(nn.Module):
             the first one, so a context head needs ``num_convs >= 2``).
         concat_input: concatenate the head input with the convs' output, fuse by a 3x3 conv.
         dropout: Dropout2d before the classifier.
-        context: ``none``, ``gc`` (GC block with ``ratio``, ``pooling``, ``fusion``) or ``nl``
-            (embedded Gaussian, reduction 2, scaled).
+        context: ``none``, ``gc`` (GC block with ``ratio``, ``pooling``, ``fusion``), ``nl``
+            (embedded Gaussian, reduction 2, scaled; ``sub_sample`` as
+            :class:`~gcnet.layers.NonLocalBlock`'s), ``se`` (SE with ``ratio``) or ``snl``.
         in_index: which backbone output (``forward_features`` list index) the head reads.
     """
 
@@ -88,6 +93,7 @@ class FCNHead(nn.Module):
         fusion: str | Sequence[str] = "add",
         in_index: int = -1,
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        sub_sample: bool | str = False,
     ) -> None:
         super().__init__()
         if context not in HEAD_CONTEXTS:
@@ -108,8 +114,12 @@ class FCNHead(nn.Module):
             )
         elif context == "nl":
             self.context_block = NonLocalBlock(
-                channels, mode="embedded_gaussian", reduction=2, use_scale=True
+                channels, mode="embedded_gaussian", reduction=2, use_scale=True, sub_sample=sub_sample
             )
+        elif context == "se":
+            self.context_block = SqueezeExcitation(channels, ratio=ratio)
+        elif context == "snl":
+            self.context_block = SimplifiedNonLocalBlock(channels)
         else:
             self.context_block = None
         self.conv_cat = (
@@ -178,6 +188,49 @@ class EncoderDecoder(nn.Module):
         return blocks
 
 
+class TinyBackbone(nn.Module):
+    """A small stride-4 ResNet for CPU demos: 3x3 conv (stride 2, ``width // 2``) + BN + ReLU,
+    3x3 conv (stride 2, ``width``) + BN + ReLU, ``blocks`` x gcnet's :class:`BasicBlock`.
+
+    Its theoretical receptive field is 7 + 16 * ``blocks`` pixels wide (39 for the default 2
+    blocks); an FCN head's two 3x3 convs at stride 4 and the x4 bilinear upsampling widen it:
+    an output pixel of ``fcn_tiny_s4`` depends on input pixels at most 32 px away in y and x
+    (:func:`gcnet.tools.receptive_field.receptive_field_halfwidth`). ``forward_features``
+    returns ``[c2]`` (one map, stride 4), like a ResNet's with ``out_indices=(0,)``.
+    """
+
+    def __init__(self, width: int = 32, blocks: int = 2, norm: str = "bn") -> None:
+        super().__init__()
+        if width < 2 or width % 2 or blocks < 1:
+            raise ValueError(f"TinyBackbone needs an even width >= 2 and blocks >= 1, got {width}, {blocks}")
+        if norm not in ("bn", "syncbn"):
+            raise ValueError(f"TinyBackbone: norm must be 'bn' or 'syncbn', got {norm!r}")
+        from gcnet.layers.sync_bn import SyncBatchNorm
+
+        norm_layer = nn.BatchNorm2d if norm == "bn" else SyncBatchNorm
+        half = width // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, half, 3, 2, 1, bias=False), norm_layer(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, width, 3, 2, 1, bias=False), norm_layer(width), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.layer1 = nn.Sequential(*[BasicBlock(width, width, norm_layer=norm_layer) for _ in range(blocks)])
+        self.feature_channels = (width,)
+        self.feature_strides = (4,)
+        self.num_features = width
+        self.deep_stem = False
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"TinyBackbone expects (N, 3, H, W) images, got shape {tuple(x.shape)}")
+        return [self.layer1(self.stem(x))]
+
+    def context_blocks(self) -> dict[str, nn.Module]:
+        return {}
+
+
 class SeedGCNet(nn.Module):
     """The seed document's segmentation network (see the module docstring)."""
 
@@ -223,6 +276,14 @@ for _head, _prefix in (("gc", "gcnet"), ("none", "fcn"), ("nl", "nonlocal")):
         backbone="resnet18", head=_head, output_stride=8, channels=128, aux_channels=64
     )
 SEGMENTORS["seed_gcnet_r50"] = dict(backbone="resnet50", head="seed", output_stride=8, channels=512)
+# gcnet demo's models: one small stride-4 backbone, the block (or none) in an FCN head of two
+# 3x3 convs with no concatenation and no auxiliary head (so the plain receptive field stays
+# small); GC and SE both at ratio 1/4, NL sub-sampled as in the paper's tables
+for _head, _prefix in (("none", "fcn"), ("gc", "gcnet"), ("se", "se"), ("nl", "nonlocal"), ("snl", "snl")):
+    SEGMENTORS[f"{_prefix}_tiny_s4"] = dict(
+        backbone="tiny", head=_head, output_stride=4, channels=32, width=32, aux=False, concat_input=False,
+        dropout=0.0, **({"sub_sample": "input"} if _head == "nl" else {}),
+    )  # fmt: skip
 
 # open-mmlab's ImageNet weights for the deep-stem backbones (what mmseg's configs start from)
 OPENMMLAB_V1C = {
@@ -233,8 +294,11 @@ OPENMMLAB_V1C = {
 
 _SEG_OPTIONS = (
     "num_classes", "output_stride", "norm", "aux", "channels", "aux_channels", "dropout", "ratio",
-    "pooling", "fusion", "align_corners", "backbone", "backbone_kwargs",
+    "pooling", "fusion", "align_corners", "backbone", "backbone_kwargs", "sub_sample", "width",
+    "concat_input",
 )  # fmt: skip
+# the head options that only a head with that block reads
+_HEAD_BLOCK_OPTIONS = {"ratio": ("gc", "se"), "pooling": ("gc",), "fusion": ("gc",), "sub_sample": ("nl",)}
 
 
 def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> nn.Module:
@@ -267,15 +331,32 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
     spec = {**SEGMENTORS[name], **{k: v for k, v in overrides.items() if k not in ("backbone_kwargs",)}}
     num_classes = int(spec.get("num_classes", 19))
     head = spec["head"]
+    for k, heads in _HEAD_BLOCK_OPTIONS.items():  # an option no block of this head reads
+        if k in overrides and head not in heads and not (head == "seed" and k == "ratio"):
+            raise ValueError(f"option {k!r} of model {name!r}: its head has "
+                             f"{'no context block' if head == 'none' else f'a {head} block'}, "
+                             f"and only a {'/'.join(heads)} block reads {k!r}")  # fmt: skip
     norm = spec.get("norm", "bn")
     bb_kwargs = dict(overrides.get("backbone_kwargs") or {})
-    backbone = create_model(
-        spec["backbone"], num_classes=0, output_stride=int(spec["output_stride"]), norm=norm,
-        out_indices=(2, 3), **{"contract_dilation": True, **bb_kwargs},
-    )  # fmt: skip
-    # contract_dilation: mmseg's ResNetV1c(contract_dilation=True) for the -d8/-d16 models and
-    # torchvision's replace_stride_with_dilation for the seed's: the first block of a dilated
-    # stage gets half the stage's dilation (layer3[0] 1, layer4[0] 2 at output stride 8)
+    if spec["backbone"] == "tiny":
+        if int(spec["output_stride"]) != 4:
+            raise ValueError(
+                f"model {name!r}: the tiny backbone has output stride 4, got {spec['output_stride']}"
+            )
+        backbone = TinyBackbone(int(spec.get("width", 32)), norm=norm, **bb_kwargs)
+        backbone.arch = "tiny"
+        c4 = c5 = backbone.num_features
+    else:
+        if "width" in overrides:
+            raise ValueError(f"option 'width' of model {name!r}: only the tiny backbone has a width")
+        backbone = create_model(
+            spec["backbone"], num_classes=0, output_stride=int(spec["output_stride"]), norm=norm,
+            out_indices=(2, 3), **{"contract_dilation": True, **bb_kwargs},
+        )  # fmt: skip
+        # contract_dilation: mmseg's ResNetV1c(contract_dilation=True) for the -d8/-d16 models and
+        # torchvision's replace_stride_with_dilation for the seed's: the first block of a dilated
+        # stage gets half the stage's dilation (layer3[0] 1, layer4[0] 2 at output stride 8)
+        c4, c5 = backbone.feature_channels[2], backbone.feature_channels[3]
     arch = backbone.arch
     if norm == "syncbn":
         from gcnet.layers.sync_bn import SyncBatchNorm
@@ -283,15 +364,15 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
         norm_layer: Callable[[int], nn.Module] = SyncBatchNorm
     else:
         norm_layer = nn.BatchNorm2d
-    c4, c5 = backbone.feature_channels[2], backbone.feature_channels[3]
     dropout = float(spec.get("dropout", 0.1))
     if head == "seed":
         model: nn.Module = SeedGCNet(backbone, num_classes, ratio=spec.get("ratio", 1 / 16),
                                      channels=int(spec["channels"]))  # fmt: skip
     else:
-        gc_kw = {k: spec[k] for k in ("ratio", "pooling", "fusion") if k in spec}
-        decode = FCNHead(c5, int(spec["channels"]), num_classes, num_convs=2, concat_input=True,
-                         dropout=dropout, context=head, norm_layer=norm_layer, **gc_kw)  # fmt: skip
+        gc_kw = {k: spec[k] for k in ("ratio", "pooling", "fusion", "sub_sample") if k in spec}
+        decode = FCNHead(c5, int(spec["channels"]), num_classes, num_convs=2,
+                         concat_input=bool(spec.get("concat_input", True)), dropout=dropout, context=head,
+                         norm_layer=norm_layer, **gc_kw)  # fmt: skip
         aux = None
         if spec.get("aux", True):
             aux = FCNHead(c4, int(spec["aux_channels"]), num_classes, num_convs=1, concat_input=False,
@@ -322,6 +403,8 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
                     sd = segmentor_from_mmseg(sd)
                 load_state_dict_checked(model, sd, f"checkpoint {pretrained}")
                 return model
+        if arch == "tiny":
+            raise ValueError(f"model {name!r}: there are no pretrained weights for the tiny backbone")
         from_tv = pretrained is True or pretrained.startswith("torchvision")
         if from_tv and backbone.deep_stem:
             raise ValueError(

@@ -43,11 +43,19 @@ __all__ = ["DemoSpec", "Task", "check_choice"]
 @dataclass(frozen=True)
 class DemoSpec:
     """What ``gcnet demo --task NAME`` trains: a packaged recipe, the models it compares
-    (plain first), and the default output folder."""
+    (plain first), and the default output folder; optionally the seeds each model trains
+    with (the table shows mean +- std), the overrides of ``--quick``, the model whose NL
+    attention the cosine study reads and the one whose attention maps are drawn, and a
+    ``name`` for a demo listed in :attr:`Task.extra_demos`."""
 
     recipe: str
     models: tuple[str, ...]
     output: str
+    seeds: tuple[int, ...] = (0,)
+    quick: tuple[str, ...] = ()
+    cosine_model: str | None = None
+    attention_model: str | None = None
+    name: str = ""
 
 
 class Task:
@@ -65,6 +73,8 @@ class Task:
     #: how the metric is called in printed summaries
     metric_label: str = ""
     demo: DemoSpec | None = None
+    #: more demos of this task, each with a ``name`` that ``gcnet demo --task`` takes
+    extra_demos: tuple[DemoSpec, ...] = ()
     #: the :func:`gcnet.models.model_family` values of the task's models, and examples
     model_families: tuple[str, ...] = ()
     model_examples: str = ""
@@ -236,6 +246,21 @@ class Task:
     def demo_note(self, row: Mapping[str, Any]) -> str:
         """Extra text beside the demo's final metric (e.g. the mask AP)."""
         return ""
+
+    def demo_scores(self, cfg: Mapping[str, Any], model: nn.Module) -> dict[str, float]:
+        """More scores of a trained demo model on the validation data, for the demo's table
+        ({label: percent}; e.g. the accuracy on the pixels only context decides)."""
+        return {}
+
+    def demo_references(self, cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, float]]]:
+        """Reference rows of the demo's table, [(label, {metric label: percent})], e.g. a
+        hand-written solution and the best a model blind to the context can do."""
+        return []
+
+    def demo_notes(self, cfg: Mapping[str, Any], models: Mapping[str, nn.Module]) -> list[str]:
+        """Lines for the demo report's introduction (what the data is, checked facts about
+        it and the trained ``models``)."""
+        return []
 
     def input_shape(self, cfg: Mapping[str, Any] | None = None) -> tuple[int, ...]:
         """The example input of ``gcnet info`` / ``export``: a trained run's own size, else

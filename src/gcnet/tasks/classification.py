@@ -88,7 +88,7 @@ class ClassificationTask(Task):
     model_families = ("resnet", "external")
     model_examples = "resnet50, gc_resnet50, tv:convnext_tiny, timm:efficientnet_b0"
     skips_bad_images = True
-    demo = DemoSpec("demo_synthetic.yaml", ("resnet18", "gc_resnet18"), "runs/demo")
+    demo = DemoSpec("demo_synthetic.yaml", ("resnet18", "gc_resnet18"), "runs/demo_cls")
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         dataset = cfg["data"]["dataset"]

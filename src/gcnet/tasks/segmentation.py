@@ -31,12 +31,24 @@ IGNORE_INDEX = 255
 
 class SegmentationTask(Task):
     name = "segmentation"
-    datasets = ("synthetic", "cityscapes", "voc", "ade20k")
+    datasets = ("synthetic", "far_key", "cityscapes", "voc", "ade20k")
+    rootless_datasets = ("synthetic", "far_key")
+    generated_datasets = ("synthetic", "far_key")
     metric = "mIoU"
     metric_label = "mIoU"
     model_families = ("segmentor",)
     model_examples = "gcnet_r50_d8, fcn_r50_d8"
     demo = DemoSpec("demo_segmentation.yaml", ("fcn_r18_d8", "gcnet_r18_d8"), "runs/demo_seg")
+    #: the main job (``gcnet demo``): plain vs GC vs SE vs NL on the far-key set
+    extra_demos = (
+        DemoSpec(
+            "demo_context.yaml", ("fcn_tiny_s4", "gcnet_tiny_s4", "se_tiny_s4", "nonlocal_tiny_s4"),
+            "runs/demo", seeds=(0, 1, 2), cosine_model="nonlocal_tiny_s4", attention_model="gcnet_tiny_s4",
+            name="context",
+            quick=("data.image_size=64", "data.train_size=32", "data.val_size=8", "train.batch_size=16",
+                   "train.epochs=1", "eval.batch_size=8"),
+        ),
+    )  # fmt: skip
 
     def validate(self, cfg: Mapping[str, Any]) -> None:
         super().validate(cfg)
@@ -45,15 +57,15 @@ class SegmentationTask(Task):
             raise ConfigError("eval.mode=slide needs eval.crop_size and eval.stride")
         d = cfg["data"]
         crop, rr = d["seg"]["crop_size"], d["seg"]["ratio_range"] or [1.0]
-        if crop and d["dataset"] == "synthetic" and max(crop) > d["image_size"] * max(rr):
+        if crop and d["dataset"] in self.rootless_datasets and max(crop) > d["image_size"] * max(rr):
             raise ConfigError(f"data.seg.crop_size={crop} is larger than any training image "
                               f"(data.image_size={d['image_size']} x data.seg.ratio_range {rr})")  # fmt: skip
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
-        if cfg["data"]["dataset"] == "synthetic":
+        if cfg["data"]["dataset"] in self.rootless_datasets:
             raise ConfigError(
-                "--data: this recipe trains on the embedded synthetic set; give a recipe for "
-                f"{'/'.join(self.datasets[1:])} or --set data.dataset=NAME with --data"
+                "--data: this recipe trains on an embedded synthetic set; give a recipe for "
+                f"{'/'.join(self.datasets[2:])} or --set data.dataset=NAME with --data"
             )
         return {"data": {"root": root}}
 
@@ -108,6 +120,10 @@ class SegmentationTask(Task):
         dataset = cfg["data"]["dataset"]
         if dataset == "synthetic":
             return segdata.SyntheticSegmentation.palette
+        if dataset == "far_key":
+            from gcnet.data.context_demo import FarKeySegmentation
+
+            return FarKeySegmentation.palette
         if dataset == "cityscapes":
             return segdata.CITYSCAPES_PALETTE
         return segdata.color_palette(num_classes)
@@ -150,16 +166,94 @@ class SegmentationTask(Task):
             lines.append(f"{r['image']}: {top}\n  wrote {r['mask']}, {r['overlay']}, {r['labels']}")
         return "\n".join(lines)
 
+    def demo_scores(self, cfg: Mapping[str, Any], model) -> dict[str, float]:
+        """On the far-key set: the accuracy on the object pixels, whose class only the key
+        (beyond a plain network's sight) decides."""
+        if cfg["data"]["dataset"] != "far_key":
+            return {}
+        ds, _ = self.build_data(cfg, "val")
+        hit = total = 0
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(ds), 32):
+                idx = range(start, min(start + 32, len(ds)))
+                x, y = zip(*(ds[i] for i in idx))
+                pred = model(torch.stack(x)).argmax(1)
+                obj = torch.from_numpy(np.stack([ds.object_mask(i) for i in idx]))
+                hit += int((pred == torch.stack(y).long())[obj].sum())
+                total += int(obj.sum())
+        return {"object acc.": 100.0 * hit / max(total, 1)}
+
+    def demo_references(self, cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, float]]]:
+        """On the far-key set: the hand-written oracle (reads the key) and the blind oracle
+        (the key's own pixels and the object shapes right, the objects' class a fixed guess)."""
+        if cfg["data"]["dataset"] != "far_key":
+            return []
+        from gcnet.data.context_demo import blind_oracle_predict, oracle_predict
+
+        from .seg_eval import confusion_matrix, metrics_from_confusion
+
+        ds, classes = self.build_data(cfg, "val")
+        out = []
+        oracles = (("oracle with global information (hand-written)", oracle_predict),
+                   ("blind oracle: exact shapes, the key's class guessed", blind_oracle_predict))  # fmt: skip
+        for label, fn in oracles:
+            cm, hit, total = 0, 0, 0
+            for i in range(len(ds)):
+                img, mask = ds.render(i)
+                pred = torch.from_numpy(fn(img))
+                cm = cm + confusion_matrix(pred, torch.from_numpy(mask.copy()), len(classes), IGNORE_INDEX)
+                obj = ds.object_mask(i)
+                hit += int((pred.numpy() == mask)[obj].sum())
+                total += int(obj.sum())
+            out.append(
+                (label, {"mIoU": metrics_from_confusion(cm)["mIoU"], "object acc.": 100.0 * hit / total})
+            )
+        return out
+
+    def demo_notes(self, cfg: Mapping[str, Any], models) -> list[str]:
+        """On the far-key set: the construction, and the plain model's receptive field
+        against the key's distance, both computed now."""
+        if cfg["data"]["dataset"] != "far_key":
+            return []
+        from gcnet.tools.receptive_field import receptive_field_halfwidth
+
+        ds, _ = self.build_data(cfg, "val")
+        plain = next(iter(models.values()))
+        half = receptive_field_halfwidth(plain, 128)
+        seen = "cannot see" if half < ds.min_distance else "CAN see"
+        return [
+            "",
+            f"The data (`data.dataset: far_key`, {ds.image_size}x{ds.image_size}): a stripe of a saturated "
+            "colour (red, green or blue) along one random edge is the *key*; one to three grey objects, "
+            f"the same whatever their class, lie at least {ds.min_distance} px from it. The key's pixels "
+            "and every object pixel are labelled with the key's colour, everything else is background: "
+            "an object's class is decided only by pixels far away.",
+            "",
+            f"The plain network ({next(iter(models))}) sees {half} px around a pixel (its theoretical "
+            "receptive field, computed structurally by `gcnet.tools.receptive_field`: a "
+            f"{2 * half + 1} px square), so it "
+            f"{seen} the key from any object pixel ({ds.min_distance} px away at least). Without context the "
+            "best is the blind oracle below: one object class in three.",
+        ]
+
+    def cosine_inputs(self, cfg, data_dir, num, size, clip_len, out_dir) -> torch.Tensor:
+        """A run on an embedded set: its own validation images (else the base's choice)."""
+        if cfg is None or data_dir or cfg["data"]["dataset"] not in self.rootless_datasets:
+            return super().cosine_inputs(cfg, data_dir, num, size, clip_len, out_dir)
+        ds, _ = self.build_data(cfg, "val")
+        return torch.stack([ds[i][0] for i in range(min(num, len(ds)))])
+
     def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
         # real scenes are trained on crops of rescaled images: image_size means nothing there
-        return int(cfg["data"]["image_size"]) if cfg["data"]["dataset"] == "synthetic" else default
+        return int(cfg["data"]["image_size"]) if cfg["data"]["dataset"] in self.rootless_datasets else default
 
     def owns_model(self, name: str) -> bool:
         return model_family(name) == "segmentor"
 
     def plain_model(self, name, build, overrides):
         """A GCNet / NL head is compared with the FCN head on the same backbone."""
-        for prefix in ("gcnet_", "nonlocal_"):
+        for prefix in ("gcnet_", "nonlocal_", "se_", "snl_"):
             plain = "fcn_" + name[len(prefix) :]
             if name.startswith(prefix) and plain in SEGMENTORS:
                 return build(plain).eval(), plain

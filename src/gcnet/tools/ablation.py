@@ -11,7 +11,7 @@ import torch
 
 from gcnet.models import create_model
 
-from .complexity import count_flops, count_params
+from .complexity import PAPER_UNIT, count_macs, count_params
 from .profiling import compare_times
 
 __all__ = ["ABLATION_ROWS", "complexity_table", "write_table"]
@@ -20,7 +20,7 @@ _ONE = dict(stages=("c4",), indices={"c4": [-2]}, position="after_add")  # one b
 ABLATION_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
     # (group, row label, model name, overrides)
     ("blocks", "baseline", "resnet50", {}),
-    ("blocks", "+1 NL", "nl_resnet50", {}),
+    ("blocks", "+1 NL", "nl_resnet50", dict(sub_sample="input")),  # the paper's NL: phi, g on pooled x
     ("blocks", "+1 SNL", "resnet50", dict(plugin="snl", **_ONE)),
     ("blocks", "+1 GC r16", "resnet50", dict(plugin="gc", ratio=1 / 16, **_ONE)),
     ("blocks", "+all GC r16", "gc_resnet50", {}),
@@ -43,7 +43,8 @@ ABLATION_ROWS: list[tuple[str, str, str, dict[str, Any]]] = [
 def complexity_table(
     size: int = 224, latency_repeats: int = 3, rows=None, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """One dict per row: group, row, params_M, gflops, latency_ms (batch 1, float32 CPU,
+    """One dict per row: group, row, params_M, gflops (multiply-adds, the paper's unit),
+    latency_ms (batch 1, float32 CPU,
     all rows timed round-robin so drifts of the machine fall on every row alike) and the
     differences against the baseline (the first row)."""
     out: list[dict[str, Any]] = []
@@ -58,7 +59,7 @@ def complexity_table(
                 if ".context_block." in pname:
                     p.normal_(0, 0.01)
         out.append({"group": group, "row": label, "params_M": count_params(model) / 1e6,
-                    "gflops": count_flops(model, x) / 1e9})  # fmt: skip
+                    "gflops": count_macs(model, x) / 1e9})  # fmt: skip
         models[i] = model
         if progress:
             r = out[-1]
@@ -91,6 +92,8 @@ def write_table(rows: list[dict[str, Any]], out_dir: str) -> tuple[str, str]:
         w.writerows(rows)
     lat = "latency_ms" in rows[0]
     lines = [
+        f"GFLOPs: {PAPER_UNIT}.",
+        "",
         "| group | configuration | params (M) | +params (M) | GFLOPs | +FLOPs | "
         + ("latency (ms) | +latency |" if lat else ""),
         "|---|---|---|---|---|---|" + ("---|---|" if lat else ""),

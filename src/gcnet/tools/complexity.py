@@ -1,7 +1,9 @@
 """Parameter and FLOP counts (FLOPs from torch's own ``torch.utils.flop_counter``).
 
-FLOPs here are multiply-accumulates x 2 of matmul/conv-like ops, as FlopCounterMode counts
-them; element-wise ops (softmax, norms, adds) are not counted, as in the paper's tables.
+Two units: :func:`count_flops` is what FlopCounterMode counts, 2 per multiply-add of
+matmul / conv-like ops; :func:`count_macs` is the multiply-adds, the unit of the paper's
+tables (SENet's and the GC paper's "FLOPs": one multiply-add = one FLOP, ResNet-50 at 224 =
+4.1 G). Element-wise ops (softmax, norms, adds) are not counted, as in the paper's tables.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params", "count_flops"]
+__all__ = ["PAPER_UNIT", "count_flops", "count_macs", "count_params"]
+
+#: how the tables label :func:`count_macs`
+PAPER_UNIT = "FLOPs = multiply-adds (the paper's unit); x2 = torch's flop counter"
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -24,3 +29,9 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> int:
     with counter:
         model(*inputs)
     return counter.get_total_flops()
+
+
+def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Forward multiply-adds of ``model(*inputs)``: the paper's FLOPs (half of
+    :func:`count_flops`). Inputs on the ``meta`` device count without computing."""
+    return count_flops(model, *inputs) // 2

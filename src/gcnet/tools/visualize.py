@@ -67,7 +67,7 @@ def plot_attention(image: np.ndarray, records: list[BlockRecord], index: int, pa
             sp = rec.spatial
         ax.imshow(image)
         ax.imshow(_upsample(att, sp, (h, w)), cmap="jet", alpha=0.5)
-        ax.set_title(f"{stage}: {rec.name}", fontsize=7)
+        ax.set_title(rec.name if stage == rec.name else f"{stage}: {rec.name}", fontsize=7)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
