@@ -30,7 +30,6 @@ raised (what a long-running training process sees after warm-up, or with jemallo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -38,17 +37,19 @@ import time
 import torch
 
 from gcnet import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
-from gcnet.tools.profiling import median_time, peak_memory, ratio_stats, round_robin
+from gcnet.tools.profiling import (
+    block_calls,
+    load_baseline_block,
+    median,
+    median_time,
+    peak_memory,
+    randomize_,
+    ratio_stats,
+    round_robin,
+)
 
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
-
-
-def _load_block_class(path: str) -> type:
-    spec = importlib.util.spec_from_file_location("gcnet.layers._baseline_context", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.GlobalContextBlock
 
 
 def _peers(c: int, baseline: type | None = None) -> dict[str, torch.nn.Module]:
@@ -79,41 +80,14 @@ def _family(c: int) -> dict[str, torch.nn.Module]:
     }
 
 
-def _randomized(m: torch.nn.Module) -> torch.nn.Module:
-    # non-zero weights everywhere, so no branch is skipped or trivially cheap
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.01)
-    return m
-
-
-def _calls(m: torch.nn.Module, x: torch.Tensor):
-    xg = x.clone().requires_grad_()
-    gy = torch.randn_like(x)
-    params = [xg, *m.parameters()]
-
-    def fwd():
-        with torch.no_grad():
-            return m(x)
-
-    def fwd_bwd():
-        return torch.autograd.grad(m(xg), params, gy)
-
-    return fwd, fwd_bwd
-
-
 def _measure(m: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
-    fwd, fwd_bwd = _calls(_randomized(m), x)
+    fwd, fwd_bwd = block_calls(randomize_(m), x)
     return {
         "fwd": median_time(fwd, repeats),
         "fb": median_time(fwd_bwd, repeats),
         "mem_f": peak_memory(fwd) / 2**20,
         "mem_fb": peak_memory(fwd_bwd) / 2**20,
     }
-
-
-def _med(v: list[float]) -> float:
-    return sorted(v)[len(v) // 2]
 
 
 def _peer_table(shapes, repeats: int, baseline: type | None, timer=time.perf_counter) -> None:
@@ -125,22 +99,22 @@ def _peer_table(shapes, repeats: int, baseline: type | None, timer=time.perf_cou
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         x = torch.randn(shape)
-        peers = {k: _randomized(m) for k, m in _peers(shape[1], baseline).items()}
+        peers = {k: randomize_(m) for k, m in _peers(shape[1], baseline).items()}
         fns = {"copy": lambda: x.clone()}  # noqa: B023
         for k, m in peers.items():
-            fns[f"{k} fwd"], fns[f"{k} fb"] = _calls(m, x)
+            fns[f"{k} fwd"], fns[f"{k} fb"] = block_calls(m, x)
         t = round_robin(fns, repeats, 3, timer)
-        copy = _med(t["copy"])
+        copy = median(t["copy"])
         bf, bfb = 1.5 * copy, 3.5 * copy
         for k in peers:
-            f, fb = _med(t[f"{k} fwd"]), _med(t[f"{k} fb"])
+            f, fb = median(t[f"{k} fwd"]), median(t[f"{k} fb"])
             vs = "-", "-"
             if "timm" in peers:
                 vs = tuple(
                     "{:.2f}x ({:.2f}..{:.2f})".format(*ratio_stats(t, f"{k} {p}", f"timm {p}"))
                     for p in ("fwd", "fb")
                 )
-            fwd_m, fb_m = _calls(peers[k], x)
+            fwd_m, fb_m = block_calls(peers[k], x)
             sh = "x".join(map(str, shape))
             print(
                 f"| {sh} | {copy:.2f} | {k} | {f:.2f} | {f / bf:.2f} | {(f - bf) * 1e3:.0f} "
@@ -172,7 +146,7 @@ def main() -> None:
     )
 
     print("### GC block vs peers (r16, att pooling, add fusion)\n")
-    baseline = _load_block_class(args.baseline_block) if args.baseline_block else None
+    baseline = load_baseline_block(args.baseline_block) if args.baseline_block else None
     if args.cpu_time and torch.get_num_threads() != 1:
         ap.error("--cpu-time counts one thread's CPU time: use it with --threads 1")
     _peer_table(shapes, args.repeats, baseline, time.thread_time if args.cpu_time else time.perf_counter)

@@ -42,7 +42,7 @@ from torch import nn
 
 from gcnet import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, create_model
 from gcnet.tools.complexity import count_flops, count_params
-from gcnet.tools.profiling import peak_memory, ratio_stats, round_robin
+from gcnet.tools.profiling import block_calls, median, peak_memory, randomize_, ratio_stats, round_robin
 
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 NETS = {
@@ -61,36 +61,10 @@ def _blocks(c: int) -> dict[str, nn.Module]:
     }
 
 
-def _randomized(m: nn.Module) -> nn.Module:
-    with torch.no_grad():  # non-zero weights: no branch is skipped or trivially cheap
-        for p in m.parameters():
-            p.normal_(0, 0.01)
-    return m.eval()
-
-
 def _macs(m: nn.Module, shape: tuple[int, ...]) -> float:
     """Multiply-adds of m's forward, counted on the meta device (no compute)."""
     meta = copy.deepcopy(m).to("meta")
     return count_flops(meta, torch.empty(shape, device="meta")) / 2
-
-
-def _calls(m: nn.Module, x: torch.Tensor):
-    xg = x.clone().requires_grad_()
-    gy = torch.randn_like(x)
-    params = [xg, *m.parameters()]
-
-    def fwd():
-        with torch.no_grad():
-            return m(x)
-
-    def fwd_bwd():
-        return torch.autograd.grad(m(xg), params, gy)
-
-    return fwd, fwd_bwd
-
-
-def _med(v: list[float]) -> float:
-    return sorted(v)[len(v) // 2]
 
 
 def _spread(t: dict[str, list[float]], name: str, base: str) -> str:
@@ -108,10 +82,10 @@ def block_table(batch: int, rounds: int, timer=time.perf_counter) -> None:
     for c, hw in ((512, 28), (1024, 14)):
         shape = (batch, c, 8, hw, hw)
         x = torch.randn(shape)
-        blocks = {k: _randomized(m) for k, m in _blocks(c).items()}
+        blocks = {k: randomize_(m).eval() for k, m in _blocks(c).items()}
         fns = {}
         for k, m in blocks.items():
-            fns[f"{k} fwd"], fns[f"{k} fb"] = _calls(m, x)
+            fns[f"{k} fwd"], fns[f"{k} fb"] = block_calls(m, x)
         t = round_robin(fns, rounds, 1, timer)
         mem = {k: peak_memory(f) / 2**20 for k, f in fns.items()}
         gc = "GC r16"
@@ -119,8 +93,8 @@ def block_table(batch: int, rounds: int, timer=time.perf_counter) -> None:
             print(
                 f"| {'x'.join(map(str, shape))} | {k} | {count_params(m) / 1e3:.1f}k "
                 f"| {_macs(m, shape) / 1e9:.3f} "
-                f"| {_med(t[f'{k} fwd']):.1f} | {_spread(t, f'{k} fwd', f'{gc} fwd')} "
-                f"| {_med(t[f'{k} fb']):.1f} | {_spread(t, f'{k} fb', f'{gc} fb')} "
+                f"| {median(t[f'{k} fwd']):.1f} | {_spread(t, f'{k} fwd', f'{gc} fwd')} "
+                f"| {median(t[f'{k} fb']):.1f} | {_spread(t, f'{k} fb', f'{gc} fb')} "
                 f"| {mem[f'{k} fwd']:.1f} | {mem[f'{k} fb']:.1f} | {mem[f'{k} fb'] / mem[f'{gc} fb']:.2f}x |",
                 flush=True,
             )
@@ -130,7 +104,7 @@ def net_table(shape: tuple[int, ...], rounds: int, timer=time.perf_counter) -> N
     models = {k: create_model(n).eval() for k, n in NETS.items()}
     for m in models.values():  # the blocks' own weights non-zero; the backbone's init kept
         for block in m.context_blocks().values():
-            _randomized(block)
+            randomize_(block).eval()
     x = torch.randn(shape)
     fns = {}
     for k, m in models.items():
@@ -145,7 +119,8 @@ def net_table(shape: tuple[int, ...], rounds: int, timer=time.perf_counter) -> N
         p, f = count_params(m), _macs(m, shape)
         print(
             f"| {k} | {NETS[k]} | {len(m.context_blocks())} | {p / 1e6:.3f} | {(p - p0) / 1e6:+.3f}M "
-            f"| {f / 1e9:.2f} | {100 * (f - f0) / f0:+.2f}% | {_med(t[k]):.0f} | {_spread(t, k, 'plain')} |",
+            f"| {f / 1e9:.2f} | {100 * (f - f0) / f0:+.2f}% | {median(t[k]):.0f} "
+            f"| {_spread(t, k, 'plain')} |",
             flush=True,
         )
 

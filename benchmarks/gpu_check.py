@@ -34,6 +34,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from gcnet.tools.profiling import median as _med
+
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
 
 
@@ -251,11 +253,6 @@ def _round_robin(fns: dict, rounds: int, warmup: int = 3) -> dict[str, list[floa
             end.synchronize()
             times[k].append(start.elapsed_time(end))
     return times
-
-
-def _med(v: list[float]) -> float:
-    v = sorted(v)
-    return v[len(v) // 2]
 
 
 def _ratio(times: dict[str, list[float]], a: str, b: str) -> float:

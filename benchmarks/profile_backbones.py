@@ -37,9 +37,11 @@ def _models(baseline: str | None) -> dict[str, torch.nn.Module]:
                     p.normal_(0, 0.01)
     if baseline:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from bench_backbones import _swap_blocks, load_block_class
+        from bench_backbones import _swap_blocks
 
-        _swap_blocks(models["gc_resnet50"], load_block_class(baseline))
+        from gcnet.tools.profiling import load_baseline_block
+
+        _swap_blocks(models["gc_resnet50"], load_baseline_block(baseline))
     return models
 
 

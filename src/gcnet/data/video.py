@@ -397,6 +397,20 @@ class _VideoDataset(Dataset):
                     flat = r.get_frames(idx)
         return flat.reshape(*np.shape(idx), *flat.shape[1:])
 
+    def _item(self, index: int, indices_of, transform):
+        """``(transform(frames), label)`` of record ``index``; None for a video that fails to
+        decode when ``skip_bad_videos`` (the loader's collate leaves it out)."""
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
+        rec = self.records[index]
+        try:
+            frames = self._frames(rec, indices_of)
+        except BadVideoError:
+            if self.skip_bad_videos:
+                return None
+            raise
+        return transform(frames), rec.label
+
 
 class VideoTrainDataset(_VideoDataset):
     """One random clip per video: items ``(clip (3, T, crop, crop) float32, label)``.
@@ -428,18 +442,13 @@ class VideoTrainDataset(_VideoDataset):
 
     def sample(self, index: int, rng: np.random.Generator):
         """The item of ``index`` with the clip start, scale, crop and flip drawn from ``rng``."""
-        rec = self.records[index]
-        try:
-            clip = self._frames(rec, lambda n: train_clip_indices(n, self.clip_len, self.frame_interval, rng))
-        except BadVideoError:
-            if self.skip_bad_videos:
-                return None
-            raise
-        return self.transform(clip, rng), rec.label
+
+        def indices_of(num_frames: int) -> np.ndarray:
+            return train_clip_indices(num_frames, self.clip_len, self.frame_interval, rng)
+
+        return self._item(index, indices_of, lambda clip: self.transform(clip, rng))
 
     def __getitem__(self, index: int):
-        if not 0 <= index < len(self.records):
-            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
         seed = int(torch.randint(0, 2**62, (1,)).item())  # torch's generator: EpochSeeded seeds it
         return self.sample(index, np.random.default_rng(seed))
 
@@ -476,16 +485,7 @@ class VideoTestDataset(_VideoDataset):
         return eval_clip_indices(num_frames, self.clip_len, self.frame_interval, self.num_clips)
 
     def __getitem__(self, index: int):
-        if not 0 <= index < len(self.records):
-            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
-        rec = self.records[index]
-        try:
-            clips = self._frames(rec, self.clip_indices)  # (num_clips, T, H, W, 3), one decode pass
-        except BadVideoError:
-            if self.skip_bad_videos:
-                return None
-            raise
-        return self.transform(clips), rec.label
+        return self._item(index, self.clip_indices, self.transform)  # one decode pass for all clips
 
 
 # -- the factory ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ _MODELS: dict[str, dict[str, Any]] = {}
 # families of models built on the ResNets (segmentors, detectors): name -> (specs, builder)
 _FAMILIES: dict[str, tuple[Mapping[str, Any], Callable[..., nn.Module]]] = {}
 _PLUGIN_KEYS = ("plugin", "stages", "position", "indices")
+_RESNET_PARAMS = set(inspect.signature(ResNet).parameters) - {"block", "layers", "plugin"}
 
 
 def register_model(name: str, arch: str, plugin: str | None = None, **defaults: Any) -> None:
@@ -108,20 +109,26 @@ def _block_params(block: str) -> set[str]:
     return params
 
 
-def model_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """The resolved ResNet kwargs (with a :class:`PluginSpec`) for ``name`` + overrides."""
-    if name not in _MODELS:
-        near = difflib.get_close_matches(name, list_models(), n=3)
-        hint = f"; did you mean {near}?" if near else ""
-        raise ValueError(f"unknown model {name!r}{hint} (see gcnet.list_models())")
-    spec = dict(_MODELS[name])
-    resnet_params = set(inspect.signature(ResNet).parameters) - {"block", "layers", "plugin"}
+def resolve_config(
+    name: str,
+    registered: Mapping[str, Any],
+    archs: Mapping[str, tuple[dict[str, Any], str]],
+    net_params: set[str],
+    spec_cls: type[PluginSpec],
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The network kwargs for the registered entry ``registered`` (``arch``, ``plugin`` and
+    defaults) with ``overrides``: ``archs[arch]`` gives the base kwargs and the ``_arch`` of
+    the weights; keys in ``net_params`` go to the network, the plug-in keys and the block's
+    own arguments into a ``spec_cls``; anything else raises a one-line ValueError with the
+    nearest valid names. Shared by the 2D registry and the video one."""
+    spec = dict(registered)
     if "plugin" in overrides and overrides["plugin"] != spec["plugin"]:
         # another block (or none): the registered block's defaults no longer apply
-        spec = {k: v for k, v in spec.items() if k in resnet_params or k in ("arch", "plugin")}
+        spec = {k: v for k, v in spec.items() if k in net_params or k in ("arch", "plugin")}
     spec.update(overrides)
-    arch = spec.pop("arch")
-    cfg = dict(_ARCHS[arch])
+    base, arch = archs[spec.pop("arch")]
+    cfg = dict(base)
     plugin_args = {k: spec.pop(k) for k in _PLUGIN_KEYS if k in spec}
     block = plugin_args.pop("plugin", None)
     explicit = spec.pop("block_kwargs", None) or {}
@@ -133,12 +140,12 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
                          f"expected some of {sorted(_block_params(block))}")  # fmt: skip
     block_kwargs = {}
     for key in list(spec):
-        if key in resnet_params:
+        if key in net_params:
             cfg[key] = spec.pop(key)
         elif block is not None and key in _block_params(block):
             block_kwargs[key] = spec.pop(key)
     if spec:
-        valid = sorted(resnet_params | set(_PLUGIN_KEYS) | (_block_params(block) if block else set()))
+        valid = sorted(net_params | set(_PLUGIN_KEYS) | (_block_params(block) if block else set()))
         msgs = []
         for key in spec:
             near = difflib.get_close_matches(key, valid, n=1)
@@ -146,11 +153,21 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
         extra = "" if block else " (this model has no plug-in block; pass plugin='gc' etc.)"
         raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(msgs)}{extra}")
     if block is not None:
-        cfg["plugin"] = PluginSpec(block, {**block_kwargs, **explicit}, **plugin_args)
+        cfg["plugin"] = spec_cls(block, {**block_kwargs, **explicit}, **plugin_args)
     elif plugin_args:
         raise ValueError(f"{sorted(plugin_args)} given for model {name!r} without a plug-in block")
     cfg["_arch"] = arch
     return cfg
+
+
+def model_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The resolved ResNet kwargs (with a :class:`PluginSpec`) for ``name`` + overrides."""
+    if name not in _MODELS:
+        near = difflib.get_close_matches(name, list_models(), n=3)
+        hint = f"; did you mean {near}?" if near else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see gcnet.list_models())")
+    archs = {arch: (base, arch) for arch, base in _ARCHS.items()}
+    return resolve_config(name, _MODELS[name], archs, _RESNET_PARAMS, PluginSpec, overrides)
 
 
 def create_model(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:

@@ -63,6 +63,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from gcnet.convert import is_mmdet_checkpoint, resnet_from_mmdet
 
+from .registry import resolve_config
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet, parse_stages
 from .weights import (
     _torchvision_state_dict,
@@ -324,14 +325,7 @@ _register("snl_slowonly_r18", "slowonly_r18", "snl", **_TWO)
 _register("gc5_slowonly_r18", "slowonly_r18", "gc", ratio=1 / 16, **_TWO)
 _register("se_slowonly_r18", "slowonly_r18", "se", stages="c2-c5", ratio=1 / 16)
 
-_PLUGIN_KEYS = ("plugin", "stages", "position", "indices")
 _NET_PARAMS = set(inspect.signature(ResNet3d).parameters) - {"block", "layers", "plugin"}
-
-
-def _block_params(block: str) -> set[str]:
-    from .registry import _block_params as params  # the 2D registry's rule
-
-    return params(block)
 
 
 def video_model_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -341,35 +335,11 @@ def video_model_config(name: str, **overrides: Any) -> dict[str, Any]:
         near = difflib.get_close_matches(name, list(VIDEO_MODELS), n=3)
         hint = f"; did you mean {near}?" if near else ""
         raise ValueError(f"unknown video model {name!r}{hint} (see gcnet.list_models('*slowonly*'))")
-    spec = dict(VIDEO_MODELS[name])
-    if "plugin" in overrides and overrides["plugin"] != spec["plugin"]:
-        # another block (or none): the registered block's defaults no longer apply
-        spec = {k: v for k, v in spec.items() if k in _NET_PARAMS or k in ("arch", "plugin")}
-    spec.update(overrides)
-    arch2d, block_cls, layers = _VIDEO_ARCHS[spec.pop("arch")]
-    cfg: dict[str, Any] = dict(block=block_cls, layers=layers)
-    plugin_args = {k: spec.pop(k) for k in _PLUGIN_KEYS if k in spec}
-    block = plugin_args.pop("plugin", None)
-    block_kwargs = {}
-    for key in list(spec):
-        if key in _NET_PARAMS:
-            cfg[key] = spec.pop(key)
-        elif block is not None and key in _block_params(block):
-            block_kwargs[key] = spec.pop(key)
-    if spec:
-        valid = sorted(_NET_PARAMS | set(_PLUGIN_KEYS) | (_block_params(block) if block else set()))
-        msgs = []
-        for key in spec:
-            near = difflib.get_close_matches(key, valid, n=1)
-            msgs.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
-        extra = "" if block else " (this model has no plug-in block; pass plugin='gc' etc.)"
-        raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(msgs)}{extra}")
-    if block is not None:
-        cfg["plugin"] = VideoPluginSpec(block, block_kwargs, **plugin_args)
-    elif plugin_args:
-        raise ValueError(f"{sorted(plugin_args)} given for model {name!r} without a plug-in block")
-    cfg["_arch"] = arch2d
-    return cfg
+    archs = {
+        arch: (dict(block=block, layers=layers), arch2d)
+        for arch, (arch2d, block, layers) in _VIDEO_ARCHS.items()
+    }
+    return resolve_config(name, VIDEO_MODELS[name], archs, _NET_PARAMS, VideoPluginSpec, overrides)
 
 
 def create_video_model(name: str, pretrained: bool | str = False, **overrides: Any) -> ResNet3d:

@@ -131,14 +131,18 @@ class ClassificationTask(Task):
         return f", val loss {row['val_loss']:.4f}, val top-1 {row['val_top1']:.2f}%"
 
     def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
-        from gcnet.tools.visualize import plot_confusion
-
         k = min(5, len(classes))
         print(
             f"{result['num_samples']} images: top-1 {result['top1']:.2f}%  top-{k} {result[f'top{k}']:.2f}%  "
             f"loss {result['loss']:.4f}"
         )
-        print("per-class accuracy:")
+        self._report_classes(result, classes, out_dir, "per-class accuracy:")
+
+    def _report_classes(self, result, classes, out_dir, heading: str) -> None:
+        """Print the per-class accuracies, write metrics.json and the confusion matrix PNG."""
+        from gcnet.tools.visualize import plot_confusion
+
+        print(heading)
         for name, acc in zip(classes, result["per_class"]):
             print(f"  {name:<28} {acc:6.2f}%")
         cm = result.pop("confusion_matrix")
@@ -148,7 +152,7 @@ class ClassificationTask(Task):
         png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
         print(f"wrote {metrics} and {png}")
         if result["skipped"]:
-            print(f"skipped {result['skipped']} unreadable image(s)")
+            print(f"skipped {result['skipped']} unreadable {self.sample_noun}(s)")
 
     def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
         tf = build_transforms(cfg["data"], train=False, tensor_input=False)

@@ -199,9 +199,6 @@ class VideoTask(ClassificationTask):
                 f"(clip {row['val_clip_top1']:.2f}%)")  # fmt: skip
 
     def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
-        from gcnet.fileio import write_json
-        from gcnet.tools.visualize import plot_confusion
-
         k = min(5, len(classes))
         print(f"{result['num_samples']} videos x {result['views_per_video']} views "
               f"({result['num_clips']} clips scored):")  # fmt: skip
@@ -209,17 +206,7 @@ class VideoTask(ClassificationTask):
               f"mean class accuracy {result['mean_class_accuracy']:.2f}%")  # fmt: skip
         print(f"  clip:  top-1 {result['clip_top1']:.2f}%  top-{k} {result[f'clip_top{k}']:.2f}%  "
               f"loss {result['loss']:.4f}")  # fmt: skip
-        print("per-class accuracy (video level):")
-        for name, acc in zip(classes, result["per_class"]):
-            print(f"  {name:<28} {acc:6.2f}%")
-        cm = result.pop("confusion_matrix")
-        metrics = write_json(os.path.join(out_dir, "metrics.json"),
-                             {**result, "classes": list(classes), "confusion_matrix": cm.tolist()},
-                             indent=2)  # fmt: skip
-        png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
-        print(f"wrote {metrics} and {png}")
-        if result["skipped"]:
-            print(f"skipped {result['skipped']} unreadable video(s)")
+        self._report_classes(result, classes, out_dir, "per-class accuracy (video level):")
 
     def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
         from gcnet.data.video import load_video_views

@@ -16,7 +16,18 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["MemoryTracker", "compare_times", "median_time", "peak_memory", "ratio_stats", "round_robin"]
+__all__ = [
+    "MemoryTracker",
+    "block_calls",
+    "compare_times",
+    "load_baseline_block",
+    "median",
+    "median_time",
+    "peak_memory",
+    "randomize_",
+    "ratio_stats",
+    "round_robin",
+]
 
 
 def median_time(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, stat: str = "median") -> float:
@@ -63,9 +74,53 @@ def compare_times(
     return {k: _median(v) for k, v in round_robin(fns, repeats, warmup).items()}
 
 
-def _median(values: list[float]) -> float:
+def median(values: list[float]) -> float:
+    """The median (the mean of the middle two for an even count)."""
     v = sorted(values)
     return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
+_median = median
+
+
+def randomize_(module: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
+    """Every parameter of ``module`` drawn from N(0, std) in place, so that no branch of a
+    block (a zero-initialised last conv, say) is skipped or trivially cheap when timed."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, std)
+    return module
+
+
+def block_calls(
+    module: torch.nn.Module, x: torch.Tensor
+) -> tuple[Callable[[], object], Callable[[], object]]:
+    """``(forward, forward_backward)`` closures of ``module`` on ``x``: the forward under
+    no_grad, and the forward plus the gradients of the input and every parameter for a
+    random output gradient (made once)."""
+    xg = x.clone().requires_grad_()
+    gy = torch.randn_like(x)
+    params = [xg, *module.parameters()]
+
+    def fwd():
+        with torch.no_grad():
+            return module(x)
+
+    def fwd_bwd():
+        return torch.autograd.grad(module(xg), params, gy)
+
+    return fwd, fwd_bwd
+
+
+def load_baseline_block(path: str) -> type:
+    """``GlobalContextBlock`` from a copy of ``gcnet/layers/context.py`` (an older commit's, for
+    before/after benchmarks; its relative imports resolve against gcnet.layers)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gcnet.layers._baseline_context", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.GlobalContextBlock
 
 
 def ratio_stats(times: dict[str, list[float]], name: str, base: str) -> tuple[float, float, float]:
