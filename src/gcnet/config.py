@@ -137,6 +137,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "device": "auto",  # auto | cpu | cuda
         "eval_every": 1,
+        "checkpoint_every_epochs": 1,  # write last.pth after every N-th epoch (and the last)
         "checkpoint_every": None,  # also write last.pth every N steps inside an epoch
         "checkpoint_every_minutes": None,  # ... and / or every M minutes
         "skip_nonfinite_steps": 0,  # skip up to N steps with a non-finite loss (0: stop at the first)

@@ -72,6 +72,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.clip_grad": (0, None, True, True),  # 0 / null: off
     "train.ema_decay": (0, 1, False, False),
     "train.eval_every": (1, None, True, True),
+    "train.checkpoint_every_epochs": (1, None, True, True),
     "train.checkpoint_every": (1, None, True, True),
     "train.checkpoint_every_minutes": (0, None, False, True),
     "train.skip_nonfinite_steps": (0, None, True, True),

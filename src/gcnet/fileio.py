@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["atomic_write", "load_torch_file", "write_json"]
+__all__ = ["atomic_link", "atomic_write", "load_torch_file", "write_json"]
 
 
 def atomic_write(path: str, write: Callable[[str], object]) -> None:
@@ -25,6 +25,24 @@ def atomic_write(path: str, write: Callable[[str], object]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_link(src: str, path: str) -> bool:
+    """Make ``path`` a hard link to the file ``src`` (atomically: a link under a temp name,
+    then a rename). A later :func:`atomic_write` of either name replaces that name only, so
+    the other keeps its content. False where the file system has no hard links."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".tmp-link-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(src, tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        return False
 
 
 def write_json(path: str, obj: Any, indent: int | None = None) -> str:

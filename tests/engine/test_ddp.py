@@ -10,8 +10,8 @@ from tests.helpers import run_gcnet
 
 SETS = [
     "model.name=resnet18",
-    "data.image_size=48",
-    "data.train_size=64",
+    "data.image_size=32",
+    "data.train_size=48",
     "data.val_size=16",
     "data.num_workers=0",
     "data.augment.hflip=false",  # per-sample random ops differ by rank; keep data identical

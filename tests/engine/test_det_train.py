@@ -25,6 +25,7 @@ def _sets(root, out, model, epochs):
         f"data.root={root}", "data.train_split=train", "data.val_split=train", "data.num_workers=0",
         "data.augment.hflip=false",
         "train.batch_size=4", f"train.epochs={epochs}", f"train.eval_every={epochs}", "optim.name=adamw",
+        f"train.checkpoint_every_epochs={epochs}",  # one last.pth (a Faster R-CNN's is ~340 MB)
         "optim.lr=0.001", "optim.ref_batch_size=4", "optim.weight_decay=0.0001", "sched.name=cosine",
         "sched.warmup_iters=4", "sched.warmup_factor=0.333", "eval.batch_size=8", "output.plot=false",
         f"output.dir={out}",

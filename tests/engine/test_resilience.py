@@ -23,6 +23,9 @@ TINY = ["model.name=resnet18", "data.image_size=32", "data.train_size=48", "data
         "train.ema=true", "data.augment.mixup=0.2"]  # fmt: skip
 
 
+SMALL = ("train.ema=false", "data.augment.mixup=0", "data.train_size=16", "data.val_size=8")
+
+
 def _cfg(out, *extra):
     return load_config(None, [*TINY, f"output.dir={out}", *extra])
 
@@ -68,8 +71,8 @@ def test_resume_from_inside_an_epoch_is_bit_for_bit(tmp_path, monkeypatch, worke
     _assert_same(_weights(tmp_path / "full" / "last.pth"), _weights(tmp_path / "part" / "last.pth"))
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in full["history"]]
     # the check can fail: a resume that restarted the epoch, or skipped nothing, differs
-    other = train(_cfg(tmp_path / "other", *sets, "train.seed=3"), progress=False)
-    assert other["history"][-1]["train_loss"] != full["history"][-1]["train_loss"]
+    other = train(_cfg(tmp_path / "other", *sets, "train.seed=3", "train.epochs=1"), progress=False)
+    assert other["history"][0]["train_loss"] != full["history"][0]["train_loss"]
 
 
 def test_resume_auto_in_a_fresh_folder_starts_from_scratch(tmp_path, capsys):
@@ -84,7 +87,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, cap
 
     def disk_full(obj, path, *a, **kw):
         n.append(path)
-        if len(n) > 2:  # epoch 1's last.pth and best.pth are written, then the disk is full
+        if len(n) > 1:  # epoch 1's last.pth is written (best.pth links to it), then the disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(obj, path, *a, **kw)
 
@@ -98,6 +101,27 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, cap
     )
     assert load_checkpoint(str(tmp_path / "last.pth"))["epoch"] == 0  # epoch 1's, intact
     assert s["epochs_run"] == 2 and not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_checkpoint_every_epochs_writes_last_pth_every_nth_and_the_last_epoch(tmp_path, monkeypatch):
+    """last.pth after epochs 2 and 3 of 3 with ``checkpoint_every_epochs: 2``, best.pth on every
+    new best, and the stopping epoch of ``stop_after`` (resume needs it) whatever N says."""
+    import gcnet.engine.trainer as trainer
+
+    real, saved = trainer.save_checkpoint, []
+    monkeypatch.setattr(trainer, "save_checkpoint",
+                        lambda state, path: (saved.append((os.path.basename(path), state["epoch"])),
+                                             real(state, path)))  # fmt: skip
+    cfg = _cfg(tmp_path / "a", "train.epochs=3", "train.checkpoint_every_epochs=2", *SMALL)
+    train(cfg, progress=False)
+    assert [e for f, e in saved if f == "last.pth"] == [1, 2]
+    assert saved.count(("best.pth", 0)) == 1  # epoch 1's metric is a best; it is written though N = 2
+    saved.clear()
+    cfg = _cfg(tmp_path / "b", "train.epochs=3", "train.checkpoint_every_epochs=5", *SMALL)
+    train(cfg, stop_after=1, progress=False)
+    assert saved == [("last.pth", 0)]  # best.pth is the same state: a hard link, not a second write
+    best, last = tmp_path / "b" / "best.pth", tmp_path / "b" / "last.pth"
+    assert os.path.samefile(best, last) and load_checkpoint(str(best))["epoch"] == 0
 
 
 @pytest.mark.parametrize("skip", [0, 1])

@@ -43,7 +43,7 @@ def _cfg(out, *extra):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("seg")
-    s = train(_cfg(out, "train.epochs=6"), progress=False)
+    s = train(_cfg(out, "train.epochs=6", "train.checkpoint_every_epochs=6"), progress=False)
     return out, s
 
 
@@ -58,9 +58,10 @@ def test_short_training_learns(trained):
 
 
 def test_resume_is_exact_with_max_iters(tmp_path):
-    extra = ("train.max_iters=22", "train.epochs=1")  # 16 steps per epoch: 2 epochs, the last partial
+    # 4 steps per epoch: 2 epochs, the last partial
+    extra = ("data.train_size=64", "train.max_iters=6", "train.epochs=1")
     full = train(_cfg(tmp_path / "full", *extra), progress=False)
-    assert full["history"][-1]["step"] == 22 and full["epochs_run"] == 2
+    assert full["history"][-1]["step"] == 6 and full["epochs_run"] == 2
     part = _cfg(tmp_path / "part", *extra)
     train(part, stop_after=1, progress=False)
     train(part, resume="auto", progress=False)

@@ -29,6 +29,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from gcnet.data.samplers import ResumableBatches, ShardSampler
 from gcnet.data.seeding import EpochSeeded
+from gcnet.fileio import atomic_link
 from gcnet.layers.sync_bn import convert_sync_batchnorm
 from gcnet.tasks import Task, get_task, task_of
 from gcnet.utils import distributed as du
@@ -361,8 +362,10 @@ def _save(run: Run, state: Mapping[str, Any], path: str) -> bool:
     return True
 
 
-def end_epoch(run: Run, epoch: int, row: dict[str, Any]) -> None:
-    """Track the best metric; on rank 0 log the row, print the summary line, save checkpoints."""
+def end_epoch(run: Run, epoch: int, row: dict[str, Any], stopping: bool = False) -> None:
+    """Track the best metric; on rank 0 log the row, print the summary line, save checkpoints:
+    ``last.pth`` after every ``train.checkpoint_every_epochs``-th epoch, the last one, and when
+    the run is ``stopping`` here (a signal, ``stop_after``); ``best.pth`` on a new best."""
     key = f"val_{run.task.metric}"
     is_best = row.get(key, -math.inf) > run.best
     if is_best:
@@ -375,10 +378,17 @@ def end_epoch(run: Run, epoch: int, row: dict[str, Any]) -> None:
         msg + f" ({row['epoch_time_s']:.1f}s, {row['images_per_s']:.0f} {run.task.sample_noun}s/s)",
         flush=True,
     )
+    every = int(run.cfg["train"]["checkpoint_every_epochs"])
+    due = stopping or epoch + 1 == run.epochs or (epoch + 1) % every == 0
+    if not (due or is_best):
+        return
     state = checkpoint_state(run, epoch)
-    _save(run, state, run.last_path)
+    written = due and _save(run, state, run.last_path)
     if is_best:
-        _save(run, state, os.path.join(run.out_dir, "best.pth"))
+        best = os.path.join(run.out_dir, "best.pth")
+        # the same state as last.pth: a hard link instead of a second write of the file
+        if not (written and atomic_link(run.last_path, best)):
+            _save(run, state, best)
 
 
 def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
@@ -455,12 +465,13 @@ def train(
                 break
             if epoch + 1 == run.epochs or (epoch + 1) % int(cfg["train"]["eval_every"]) == 0:
                 row.update(validate(run))
-            end_epoch(run, epoch, row)
-            du.barrier()
             (stop,) = agree(run.stop.signal is not None, device=run.device)
+            halt = stop_after is not None and epoch + 1 >= stop_after
+            end_epoch(run, epoch, row, stopping=stop or halt)
+            du.barrier()
             if stop and epoch + 1 < run.epochs:  # last.pth is this epoch's
                 run.interrupted = run.stop.signal or "SIGTERM"
                 break
-            if stop_after is not None and epoch + 1 >= stop_after:
+            if halt:
                 break
     return finish(run, epoch, t_start)
