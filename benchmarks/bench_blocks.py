@@ -30,8 +30,6 @@ raised (what a long-running training process sees after warm-up, or with jemallo
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import torch
@@ -43,13 +41,13 @@ from gcnet.tools.profiling import (
     median,
     median_time,
     peak_memory,
+    raise_malloc_thresholds,
     randomize_,
     ratio_stats,
     round_robin,
 )
 
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
 
 def _peers(c: int, baseline: type | None = None) -> dict[str, torch.nn.Module]:
@@ -134,8 +132,8 @@ def main() -> None:
     ap.add_argument("--baseline-block", default=None, metavar="FILE")
     ap.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time (needs --threads 1)")
     args = ap.parse_args()
-    if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    if not args.system_malloc:
+        raise_malloc_thresholds()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

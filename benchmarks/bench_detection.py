@@ -1,13 +1,18 @@
 """Detection benchmark: Mask R-CNN with the GC-ResNet-50-FPN backbone (r16) vs the plain
 ResNet-50-FPN, float32 CPU, ratios measured side by side in one run.
 
-    python benchmarks/bench_detection.py [--repeats 3] [--size 800x1333] [--train-batch 1]
+    python benchmarks/bench_detection.py [--rounds 5] [--size 800x1333] [--train-batch 1] [--threads N]
 
 Inference: one 800x1333 image (the model's own transform keeps it at 800x1333), eval mode,
 100 detections per image (the mask head included).
 Training step: forward with targets (a few boxes and masks per image), backward, SGD step,
 frozen BN and frozen stem + c2 as in the recipes. The official GCNet README reports
 10.2 -> 9.9 fps on a V100 with r16 (+3% time): the overhead should be small.
+
+The two models are timed round-robin (one call of each per round); each ratio is the median
+over rounds of the ratio within a round, printed with its spread (min..max over rounds).
+Like the other benchmarks, the script raises glibc's mmap / trim thresholds for its own
+process (``--system-malloc`` to keep them).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import argparse
 import torch
 
 from gcnet import create_model
-from gcnet.tools.profiling import compare_times
+from gcnet.tools.profiling import median, raise_malloc_thresholds, ratio_stats, round_robin
 
 NAMES = ("maskrcnn_r50_fpn", "maskrcnn_gc_r50_fpn")
 
@@ -37,10 +42,16 @@ def _targets(n: int, h: int, w: int, g: torch.Generator) -> list[dict[str, torch
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", "--repeats", type=int, default=5, dest="rounds")
     ap.add_argument("--size", default="800x1333")
     ap.add_argument("--train-batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--system-malloc", action="store_true")
     args = ap.parse_args(argv)
+    if not args.system_malloc:
+        raise_malloc_thresholds()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -55,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         m.eval()
     with torch.inference_mode():
         fns = {n: (lambda m=m: m(img)) for n, m in models.items()}
-        inf = compare_times(fns, repeats=args.repeats, warmup=1)
+        inf = round_robin(fns, args.rounds, 1)
 
     imgs = [torch.rand(3, h, w, generator=g) for _ in range(args.train_batch)]
     tg = _targets(args.train_batch, h, w, g)
@@ -70,15 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         opts[n].step()
 
-    trn = compare_times({n: (lambda n=n: step(n)) for n in NAMES}, repeats=args.repeats, warmup=1)
+    trn = round_robin({n: (lambda n=n: step(n)) for n in NAMES}, args.rounds, 1)
     base = NAMES[0]
+
+    def ratio(t, n):
+        return "1.000" if n == base else "{:.3f} ({:.3f}..{:.3f})".format(*ratio_stats(t, n, base))
+
+    print(f"{args.rounds} rounds; ratio = median of per-round ratios (min..max)\n")
     print("| model | params (M) | inference (ms/img) | vs plain | train step (ms, batch "
           f"{args.train_batch}) | vs plain |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for n, m in models.items():
         p = sum(q.numel() for q in m.parameters()) / 1e6
-        print(f"| {n} | {p:.2f} | {inf[n]:.0f} | {inf[n] / inf[base]:.3f} | {trn[n]:.0f} | "
-              f"{trn[n] / trn[base]:.3f} |")  # fmt: skip
+        print(f"| {n} | {p:.2f} | {median(inf[n]):.0f} | {ratio(inf, n)} | {median(trn[n]):.0f} | "
+              f"{ratio(trn, n)} |")  # fmt: skip
     return 0
 
 

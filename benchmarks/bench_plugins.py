@@ -15,8 +15,6 @@ rounds), so the ratios vs plain are measured side by side. Block weights are non
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import torch
 import torchvision
@@ -24,9 +22,7 @@ from torch import nn
 
 import gcnet
 from gcnet.tools.complexity import count_flops, count_params
-from gcnet.tools.profiling import compare_times
-
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+from gcnet.tools.profiling import compare_times, raise_malloc_thresholds
 
 # torchvision name -> preset family
 MODELS = {
@@ -76,8 +72,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--system-malloc", action="store_true")
     args = ap.parse_args()
-    if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    if not args.system_malloc:
+        raise_malloc_thresholds()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "

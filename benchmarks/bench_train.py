@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sys
 import tempfile
 import time
 
@@ -27,9 +26,8 @@ from torch.utils.data import DataLoader
 from gcnet import create_model
 from gcnet.config import load_config
 from gcnet.data import build_classification_data, collate_skip_bad
+from gcnet.tools.profiling import raise_malloc_thresholds
 from gcnet.utils.device import autocast_ctx
-
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
 
 def write_jpegs(root: str, n: int, classes: int = 10) -> None:
@@ -74,8 +72,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="default: the config's data.num_workers")
     ap.add_argument("--system-malloc", action="store_true")
     args = ap.parse_args()
-    if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    if not args.system_malloc:
+        raise_malloc_thresholds()
     torch.manual_seed(0)
     n_images = args.batch * (args.steps + 2)
     with tempfile.TemporaryDirectory() as root:

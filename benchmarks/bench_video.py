@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import sys
 import time
 
 import torch
@@ -42,9 +40,16 @@ from torch import nn
 
 from gcnet import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, create_model
 from gcnet.tools.complexity import count_flops, count_params
-from gcnet.tools.profiling import block_calls, median, peak_memory, randomize_, ratio_stats, round_robin
+from gcnet.tools.profiling import (
+    block_calls,
+    median,
+    peak_memory,
+    raise_malloc_thresholds,
+    randomize_,
+    ratio_stats,
+    round_robin,
+)
 
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 NETS = {
     "plain": "slowonly_r50",
     "+5 NL": "nl_slowonly_r50",
@@ -140,8 +145,8 @@ def main() -> None:
     if args.cpu_time and args.threads != 1:
         ap.error("--cpu-time counts one thread's CPU time: use it with --threads 1")
     timer = time.thread_time if args.cpu_time else time.perf_counter
-    if not args.system_malloc and any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    if not args.system_malloc:
+        raise_malloc_thresholds()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)

@@ -24,8 +24,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from gcnet import create_model
-
-_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+from gcnet.tools.profiling import raise_malloc_thresholds
 
 
 def _models(baseline: str | None) -> dict[str, torch.nn.Module]:
@@ -112,8 +111,7 @@ def main() -> None:
     ap.add_argument("--baseline-block", default=None, metavar="FILE")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    if any(os.environ.get(k) != v for k, v in _MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC_ENV})
+    raise_malloc_thresholds()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
