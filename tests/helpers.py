@@ -30,6 +30,21 @@ def run_gcnet(
     return r
 
 
+def run_gcnet_here(args: Sequence[str]) -> None:
+    """``gcnet ARGS`` in this process on one thread (as :func:`run_gcnet`'s processes run),
+    without a fresh interpreter's ~6 s of imports; asserts it exits 0."""
+    import torch
+
+    from gcnet.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([str(a) for a in args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def num_params(model_or_name, **overrides) -> int:
     """Parameters of a module, or of ``gcnet.create_model(name, **overrides)``, counted."""
     if isinstance(model_or_name, str):

@@ -5,10 +5,11 @@ from gcnet.tools.profiling import compare_times, ratio_stats, round_robin
 
 def test_round_robin_interleaves_and_times_every_call():
     calls = []
-    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
     times = round_robin(fns, rounds=3, warmup=1)
-    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, interleaved
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    # one warm-up round, then three timed rounds, interleaved, the order rotating each round
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab"
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(t >= 0 for v in times.values() for t in v)
     assert set(compare_times(fns, 2, 0)) == {"a", "b"}
 

@@ -66,7 +66,9 @@ def round_robin(
     timer: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Ms of every call, timed round-robin (one call of each per round), so slow drifts of
-    the machine (clock, cache, allocator state, other load) fall on every candidate alike.
+    the machine (clock, cache, allocator state, other load) fall on every candidate alike;
+    the order within a round rotates by one each round, so no candidate always runs first
+    (after the previous round's last) or right after the same neighbour.
     Returns {name: [ms of round 0, round 1, ...]}. ``timer``: wall clock by default;
     ``time.thread_time`` counts only the CPU time of the calling thread, which on a shared
     machine leaves out the time other processes hold the core (single-threaded torch only:
@@ -75,10 +77,11 @@ def round_robin(
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[: r % len(names)]:
             t0 = timer()
-            fn()
+            fns[k]()
             times[k].append((timer() - t0) * 1e3)
     return times
 
