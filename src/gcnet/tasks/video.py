@@ -1,8 +1,9 @@
 """Video action recognition (Kinetics-style): slow-only 3D ResNets with GC / NL / SNL blocks
 on clips decoded with PyAV (:mod:`gcnet.data.video`); cross-entropy on clips; clip-level and
-video-level (``num_clips`` x ``num_crops`` views, softmax averaged per video) top-1 / top-5 and
-mean class accuracy (torchmetrics, reduced across DDP ranks), per-class accuracy and the
-confusion matrix; top-k prediction on video files.
+video-level (``num_clips`` x ``num_crops`` views, softmax averaged per video) top-1 / top-5,
+mean class accuracy, per-class accuracy and the confusion matrix
+(:class:`~gcnet.tasks.classification.ClassScores`, reduced across DDP ranks); top-k
+prediction on video files.
 
 Training validates on ``data.video.val_clips`` x ``val_crops`` views per video (1 x 1: one
 centre clip, cheap); ``gcnet eval`` and ``gcnet predict`` use ``num_clips`` x ``num_crops``
@@ -27,7 +28,7 @@ from gcnet.utils.device import autocast_ctx
 from gcnet.utils.progress import progress_bar
 
 from .base import DemoSpec
-from .classification import ClassificationTask
+from .classification import ClassificationTask, ClassScores
 
 __all__ = ["VideoTask", "evaluate_video", "video_data_config"]
 
@@ -75,17 +76,8 @@ def evaluate_video(
     labels, n_skipped)`` batches: each view's logits score the clip metrics; the mean of the
     V softmax outputs scores the video (``top1``, ``top5``, ``mean_class_accuracy``,
     ``per_class``, ``confusion_matrix``). Loss: the mean cross-entropy over clips."""
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-
     k = min(5, num_classes)
-
-    def acc(**kw):
-        return MulticlassAccuracy(num_classes, **kw).to(device)
-
-    video = {"top1": acc(top_k=1, average="micro"), f"top{k}": acc(top_k=k, average="micro"),
-             "mean_class_accuracy": acc(average="macro")}  # fmt: skip
-    clip = {"clip_top1": acc(top_k=1, average="micro"), f"clip_top{k}": acc(top_k=k, average="micro")}
-    per_class, confmat = acc(average=None), MulticlassConfusionMatrix(num_classes).to(device)
+    video, clip = ClassScores(num_classes, (1, k), device), ClassScores(num_classes, (1, k), device)
     model.eval()
     loss_sum = torch.zeros(3, dtype=torch.float64, device=device)  # (loss sum, clips, videos)
     skipped, views = 0, 0
@@ -104,19 +96,19 @@ def evaluate_video(
         loss_sum[1] += clip_labels.numel()
         loss_sum[2] += labels.numel()
         probs = logits.softmax(-1).mean(1)  # (B, K): the views' softmax averaged per video
-        for m in clip.values():
-            m.update(clip_logits, clip_labels)
-        for m in (*video.values(), per_class, confmat):
-            m.update(probs, labels)
+        clip.update(clip_logits, clip_labels)
+        video.update(probs, labels)
     du.all_reduce_sum(loss_sum)
     n = int(loss_sum[2].item())
     if n == 0:
         raise ValueError("evaluation saw no videos (empty or entirely unreadable dataset)")
+    v, c = video.compute(), clip.compute()
     out: dict[str, Any] = {"loss": float(loss_sum[0] / loss_sum[1])}
-    out.update({name: 100.0 * float(m.compute()) for name, m in {**video, **clip}.items()})
+    out.update({name: v[name] for name in ("top1", f"top{k}", "mean_class_accuracy")})
+    out.update(clip_top1=c["top1"], **{f"clip_top{k}": c[f"top{k}"]})
     out.update(
-        per_class=[100.0 * float(v) for v in per_class.compute()],
-        confusion_matrix=confmat.compute().cpu(),
+        per_class=v["per_class"],
+        confusion_matrix=v["confusion_matrix"],
         num_samples=n,
         num_clips=int(loss_sum[1].item()),
         views_per_video=views,

@@ -79,7 +79,7 @@ def round_robin(
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(rounds):
-        for k in names[r % len(names):] + names[: r % len(names)]:
+        for k in names[r % len(names) :] + names[: r % len(names)]:
             t0 = timer()
             fns[k]()
             times[k].append((timer() - t0) * 1e3)
