@@ -35,11 +35,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .synthetic import SPLIT_SEED, check_synthetic_args
+
 __all__ = ["FAR_KEY_CLASSES", "FarKeySegmentation", "blind_oracle_predict", "oracle_predict"]
 
 FAR_KEY_CLASSES = ("background", "red_key", "green_key", "blue_key")
 _KEY_COLORS = np.array([(220, 50, 50), (50, 190, 60), (60, 90, 230)], dtype=np.float32)
-_SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
 _BACKGROUND, _OBJECT = 110.0, 205.0
 # rendered items, shared by every instance in the process (a demo trains 12 models on the
 # same images): (params, split, index) -> (image, mask); at most _CACHE_BYTES
@@ -77,12 +78,7 @@ class FarKeySegmentation(Dataset):
         key_size: int | None = None,
         max_objects: int = 3,
     ) -> None:
-        if split not in _SPLIT_SEED:
-            raise ValueError(f"split must be one of {tuple(_SPLIT_SEED)}, got {split!r}")
-        if image_size < 64:
-            raise ValueError(f"image_size must be >= 64, got {image_size}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_synthetic_args(split, image_size, num_samples, 64)
         self.num_samples, self.image_size, self.split, self.seed = num_samples, image_size, split, seed
         self.transform = transform
         self.min_distance = int(min_distance if min_distance is not None else 36)
@@ -99,7 +95,7 @@ class FarKeySegmentation(Dataset):
         return self.num_samples
 
     def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, 11, _SPLIT_SEED[self.split], index])
+        return np.random.default_rng([self.seed, 11, SPLIT_SEED[self.split], index])
 
     def layout(self, index: int) -> tuple[int, int, list[tuple[str, int, int, int]]]:
         """(key class 1..3, key side 0..3 = top / bottom / left / right, objects
@@ -154,7 +150,7 @@ class FarKeySegmentation(Dataset):
 
     def _render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         cls, side, objects = self.layout(index)
-        rng = np.random.default_rng([self.seed, 12, _SPLIT_SEED[self.split], index])
+        rng = np.random.default_rng([self.seed, 12, SPLIT_SEED[self.split], index])
         n = self.image_size
         img = rng.normal(_BACKGROUND, 20, size=(n, n, 3)).astype(np.float32)
         mask = np.zeros((n, n), dtype=np.uint8)

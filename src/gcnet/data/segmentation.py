@@ -41,6 +41,7 @@ from .seg_transforms import (
     Rescale,
     SegCompose,
 )
+from .synthetic import SPLIT_SEED, check_synthetic_args
 
 __all__ = [
     "ADE20K",
@@ -266,16 +267,10 @@ class SyntheticSegmentation(Dataset):
 
     classes = SYNTHETIC_SEG_CLASSES
     palette = np.array([(0, 0, 0), (220, 50, 50), (50, 180, 60), (60, 90, 230)], dtype=np.uint8)
-    _split_seed = {"train": 0, "val": 1, "test": 2}
 
     def __init__(self, num_samples: int = 1000, image_size: int = 64, split: str = "train", seed: int = 0,
                  transform=None) -> None:  # fmt: skip
-        if split not in self._split_seed:
-            raise ValueError(f"split must be one of {tuple(self._split_seed)}, got {split!r}")
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {image_size}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_synthetic_args(split, image_size, num_samples, 32)
         self.num_samples, self.image_size, self.split, self.seed = num_samples, image_size, split, seed
         self.transform = transform
 
@@ -283,7 +278,7 @@ class SyntheticSegmentation(Dataset):
         return self.num_samples
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([self.seed, 7, self._split_seed[self.split], index])
+        rng = np.random.default_rng([self.seed, 7, SPLIT_SEED[self.split], index])
         n = self.image_size
         img = rng.normal(110, 25, size=(n, n, 3)).clip(0, 255)
         mask = np.zeros((n, n), dtype=np.uint8)

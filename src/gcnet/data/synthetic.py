@@ -22,12 +22,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["SyntheticContext", "CONTEXT_CLASSES"]
+__all__ = ["SyntheticContext", "CONTEXT_CLASSES", "SPLIT_SEED", "check_synthetic_args"]
 
 CONTEXT_CLASSES = ("same_color", "adjacent_color", "opposite_color")
 _PALETTE = np.array([[220, 50, 50], [50, 180, 60], [60, 90, 230], [230, 200, 40]], dtype=np.float32)
 _SHAPES = ("square", "disc", "cross")
-_SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
+SPLIT_SEED = {"train": 0, "val": 1, "test": 2}  # the disjoint random streams of the embedded sets
+
+
+def check_synthetic_args(split: str, image_size: int, num_samples: int, min_size: int) -> None:
+    """The embedded sets' arguments: a known split, ``image_size >= min_size``, at least one
+    sample; a one-line ValueError naming the argument otherwise."""
+    if split not in SPLIT_SEED:
+        raise ValueError(f"split must be one of {tuple(SPLIT_SEED)}, got {split!r}")
+    if image_size < min_size:
+        raise ValueError(f"image_size must be >= {min_size}, got {image_size}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
 
 
 class SyntheticContext(Dataset):
@@ -51,12 +62,7 @@ class SyntheticContext(Dataset):
         seed: int = 0,
         transform=None,
     ) -> None:
-        if split not in _SPLIT_SEED:
-            raise ValueError(f"split must be one of {tuple(_SPLIT_SEED)}, got {split!r}")
-        if image_size < 24:
-            raise ValueError(f"image_size must be >= 24, got {image_size}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        check_synthetic_args(split, image_size, num_samples, 24)
         self.num_samples = num_samples
         self.image_size = image_size
         self.split = split
@@ -69,7 +75,7 @@ class SyntheticContext(Dataset):
         return self.num_samples
 
     def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, _SPLIT_SEED[self.split], index])
+        return np.random.default_rng([self.seed, SPLIT_SEED[self.split], index])
 
     def _spec(self, index: int):
         rng = self._rng(index)
