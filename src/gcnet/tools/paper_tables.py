@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from gcnet.models import create_model
 
 from .complexity import PAPER_UNIT, count_params
-from .profiling import _median, ratio_stats, round_robin
+from .profiling import median, ratio_stats, round_robin
 
 __all__ = ["PAPER_TABLES", "PaperRow", "build_row", "paper_table", "row_complexity", "write_paper_table"]
 
@@ -184,7 +184,7 @@ def _latency(rows, out, size, rounds: int, progress: bool) -> None:
     finally:
         torch.set_num_threads(threads)
     for i, r in enumerate(out):
-        r["latency_ms"] = _median(times[i])
+        r["latency_ms"] = median(times[i])
         # the ratio within each round: load that slows a whole round cancels
         r["latency_vs_baseline"] = ratio_stats(times, i, 0)[0]
 

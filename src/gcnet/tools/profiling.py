@@ -90,16 +90,13 @@ def compare_times(
     fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
 ) -> dict[str, float]:
     """Median ms of each callable, timed round-robin (:func:`round_robin`)."""
-    return {k: _median(v) for k, v in round_robin(fns, repeats, warmup).items()}
+    return {k: median(v) for k, v in round_robin(fns, repeats, warmup).items()}
 
 
 def median(values: list[float]) -> float:
     """The median (the mean of the middle two for an even count)."""
     v = sorted(values)
     return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
-
-
-_median = median
 
 
 def randomize_(module: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
@@ -146,7 +143,7 @@ def ratio_stats(times: dict[str, list[float]], name: str, base: str) -> tuple[fl
     """(median, min, max) over rounds of the per-round ratio times[name][i] / times[base][i]:
     a ratio measured within each round, so load that hits a whole round cancels."""
     r = [a / b for a, b in zip(times[name], times[base])]
-    return _median(r), min(r), max(r)
+    return median(r), min(r), max(r)
 
 
 class MemoryTracker(TorchDispatchMode):
