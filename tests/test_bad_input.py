@@ -43,8 +43,28 @@ def files(tmp_path_factory):
     (d / "empty.jpg").write_bytes(b"")
     (d / "bad.yaml").write_text("train: [1, 2\n")
     (d / "list.yaml").write_text("- 1\n- 2\n")
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(d / "photo.png")
+    _bad_tree(d / "tree")
     _video_inputs(d)
     return d
+
+
+def _bad_tree(root):
+    """An ImageFolder tree whose train split holds 3 unreadable files among good ones: an empty
+    file, a text file named .png and a JPEG cut short."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            (root / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (40, 40), colour).save(root / split / c / f"{i}.jpg")
+    (root / "train" / "cat" / "empty.jpg").write_bytes(b"")
+    (root / "train" / "dog" / "text.png").write_text("not an image")
+    whole = (root / "train" / "dog" / "0.jpg").read_bytes()
+    (root / "train" / "dog" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
 
 
 def _video_inputs(d):
@@ -139,6 +159,30 @@ CASES = [
     ("analyze: not square", ["analyze", "cosine", "--model", "gc_resnet18", "--input", "3x32x48", "-o", "{o}"],
      "square inputs"),
     ("demo: bad override", ["demo", "-o", "{o}", *S("optim.lr=abc")], "optim.lr must be a number"),
+    # the first hour (issue 23)
+    ("misspelt --model", ["train", "-o", "{o}", "--model", "gc_resnet81"], "did you mean ['gc_resnet18'"),
+    ("resume another model's run", ["train", "-o", "{o}", "--model", "gc_resnet18", *S(*TINY), "--resume", "{d}/run/last.pth"],
+     "last.pth holds a resnet18 (its config says so), not a gc_resnet18"),
+    ("resume with other options", ["train", "-o", "{o}", *S(*TINY, "plugin=gc"), "--resume", "{d}/run/last.pth"],
+     "last.pth does not fit the model resnet18: 48 missing keys (first: layer2.0.context_block."),
+    ("resume a weights file", ["train", "-o", "{o}", *S(*TINY), "--resume", "{d}/plain.pth"],
+     "plain.pth is not a gcnet training checkpoint"),
+    ("eval: text as checkpoint", ["eval", "--checkpoint", "{d}/bad.yaml", "-o", "{o}"],
+     "bad.yaml: not a PyTorch checkpoint (13 bytes"),
+    ("eval: empty checkpoint", ["eval", "--checkpoint", "{d}/empty.jpg", "-o", "{o}"], "empty.jpg: the file is empty"),
+    ("analyze: another model's run", ["analyze", "attention", "{d}/photo.png", "--model", "gc_resnet18", "--checkpoint", CKPT, "-o", "{o}"],
+     "best.pth holds a resnet18 (its config says so), not a gc_resnet18"),
+    ("analyze: image to a video model", ["analyze", "attention", "{d}/photo.png", "--model", "slowonly_r18", "--input", "1x3x4x32x32", "-o", "{o}"],
+     "photo.png is an image (PNG), not a video: this model takes video files"),
+    ("predict: video to an image model", ["predict", "{d}/vids_missing/a.mp4", "--checkpoint", CKPT],
+     "a.mp4 is a video, not an image"),
+    ("predict: empty folder", ["predict", "{d}/frames/nope_dir*", "--checkpoint", CKPT], "no files match"),
+    ("predict: a bad file in a folder", ["predict", "{d}/tree/train", "--checkpoint", CKPT, "-o", "{o}/r.csv"],
+     "empty.jpg: the file is empty (0 bytes) (and 2 more); --skip-bad-images"),
+    ("fp16 on the CPU", ["train", "-o", "{o}", *S(*TINY, "train.amp=fp16")], "use train.amp=bf16 (or none) on the CPU"),
+    ("bad images in the tree", ["train", "-o", "{o}", "--data", "{d}/tree", *S(*TINY)],
+     "3 unreadable image(s) in {d}/tree/train: cannot read image"),
+    ("unknown verify mode", ["train", "-o", "{o}", *S("data.verify_images=some")], "data.verify_images must be one of"),
 ]  # fmt: skip
 
 
@@ -156,8 +200,8 @@ def test_bad_input_is_one_named_error(name, argv, expected, files, tmp_path, mon
         rc = e.code
     err = capsys.readouterr().err
     assert rc not in (0, None), name
-    assert "Traceback" not in err
-    assert expected in err, err
+    assert "Traceback" not in err and "weights_only" not in err
+    assert expected.format(d=files) in err, err
     assert len(err.strip().splitlines()) <= (3 if "usage:" not in err else 8), err
     assert not out.exists() and os.listdir(tmp_path) == [], os.listdir(tmp_path)
 

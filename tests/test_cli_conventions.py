@@ -85,16 +85,11 @@ def test_data_means_the_recipes_dataset_root(recipe):
     base = load_config(recipe)
     args = argparse.Namespace(config=recipe, set=None, output=None, model=None, skip_bad_images=False,
                               data="/data/x")  # fmt: skip
-    if base["task"] == "segmentation" and base["data"]["dataset"] in ("synthetic", "far_key"):
-        with pytest.raises(ValueError, match="embedded synthetic set"):
-            train_config(args)
-        return
     cfg = train_config(args)
     assert cfg["data"]["root"] == "/data/x"
-    expected = {"classification": "imagefolder", "detection": "coco", "video": "video_list"}.get(
-        base["task"], base["data"]["dataset"]
-    )
-    if base["data"]["dataset"] not in ("synthetic", "synthetic_video"):
+    expected = {"classification": "imagefolder", "detection": "coco", "video": "video_list",
+                "segmentation": "custom"}.get(base["task"], base["data"]["dataset"])  # fmt: skip
+    if base["data"]["dataset"] not in ("synthetic", "synthetic_video", "far_key"):
         expected = base["data"]["dataset"]
     assert cfg["data"]["dataset"] == expected
 

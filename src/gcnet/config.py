@@ -23,6 +23,7 @@ from gcnet.tasks import get_task
 __all__ = [
     "DEFAULTS",
     "ConfigError",
+    "fill_defaults",
     "find_recipe",
     "list_recipes",
     "load_config",
@@ -45,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "data": {
         # classification: synthetic | imagefolder | cifar10 | cifar100
-        # segmentation: synthetic | cityscapes | voc | ade20k; detection: synthetic | coco
+        # segmentation: synthetic | cityscapes | voc | ade20k | custom; detection: synthetic | coco
         # video: synthetic_video | video_list | video_folder | kinetics | rawframes
         "dataset": "synthetic",
         "root": None,
@@ -56,8 +57,18 @@ DEFAULTS: dict[str, Any] = {
         "train_size": 3000,  # synthetic only
         "val_size": 600,  # synthetic only
         "seed": 0,  # synthetic only
+        # detection (coco): annotation files and image folders, relative to data.root or absolute;
+        # None: found (annotations/instances_<split>.json, annotations/<split>.json,
+        # <split>/_annotations.coco.json, ...; images in <split>/, images/<split>/, images/)
+        "train_ann": None,
+        "val_ann": None,
+        "train_images": None,
+        "val_images": None,
         "num_workers": 2,
         "skip_bad_images": False,
+        # imagefolder: check every image before training (quick: headers + JPEGs at 1/8 scale;
+        # full: a whole decode; off): bad files stop the run up front, or are skipped, counted
+        "verify_images": "quick",
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
         "augment": {
@@ -91,6 +102,21 @@ DEFAULTS: dict[str, Any] = {
             "cat_max_ratio": 0.75,
             "photometric": True,
             "test_scale": None,  # [long, short] keep-ratio resize of eval images; None = as is
+            # your classes (data.dataset=custom; or a voc / ade20k / cityscapes tree relabelled):
+            # a list of names (mask value i = the i-th) or a file (relative to data.root) with
+            # one "name [R G B]" per line; None: <root>/classes.txt (custom), the dataset's own
+            "classes": None,
+            "palette": None,  # [[R, G, B], ...] one per class; None: classes.txt's or VOC's colour map
+            "ignore_index": 255,  # the mask value that counts nowhere (as stored in the files)
+            "reduce_zero_label": False,  # custom: label 0 -> ignore, k -> k-1 (ADE20K-style masks)
+            # custom: folders relative to data.root ("{split}" replaced; None: found), file suffixes,
+            # split lists (one stem per line; None: the folders' own split subfolders)
+            "img_dir": None,
+            "ann_dir": None,
+            "img_suffix": None,  # None: .jpg .jpeg .png .bmp .tif .tiff .webp
+            "seg_map_suffix": ".png",
+            "train_list": None,
+            "val_list": None,
         },
     },
     "eval": {  # segmentation inference
@@ -193,6 +219,20 @@ def merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> 
     return out
 
 
+def fill_defaults(cfg: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of ``cfg`` with every key it lacks taken from :data:`DEFAULTS`: the config of a
+    checkpoint written before a key existed reads as it trained (the default is the behaviour
+    the key was added with)."""
+    defaults = DEFAULTS if defaults is None else defaults
+    out = copy.deepcopy(dict(cfg))
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict) and isinstance(out[k], Mapping) and v:
+            out[k] = fill_defaults(out[k], v)
+    return out
+
+
 def parse_override(item: str) -> dict[str, Any]:
     """``"optim.lr=0.05"`` -> ``{"optim": {"lr": 0.05}}`` (the value parsed as YAML)."""
     if "=" not in item:
@@ -246,8 +286,11 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
     base: Mapping[str, Any] | None = None,
+    check: bool = True,
 ) -> dict[str, Any]:
-    """Defaults <- ``base`` <- YAML file at ``path`` <- dotted ``overrides``."""
+    """Defaults <- ``base`` <- YAML file at ``path`` <- dotted ``overrides``, validated
+    (``check=False``: not yet, for a caller that merges more sources first and then calls
+    :func:`validate` once)."""
     cfg = copy.deepcopy(DEFAULTS)
     if base:
         cfg = merge(cfg, base)
@@ -268,7 +311,8 @@ def load_config(
         cfg = merge(cfg, data)
     for item in overrides:
         cfg = merge(cfg, parse_override(item))
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 
@@ -287,6 +331,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if mi is not None and (not isinstance(mi, int) or mi < 1):
         raise ConfigError(f"train.max_iters must be a positive integer or null, got {mi!r}")
     check_choice(cfg, "train.amp", ("none", "bf16", "fp16"))
+    check_choice(cfg, "data.verify_images", ("quick", "full", "off", False, True))
     check_choice(cfg, "train.device", ("auto", "cpu", "cuda"))
     for key in ("train.epochs", "train.batch_size"):
         v = flatten(cfg)[key]

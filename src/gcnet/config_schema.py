@@ -21,6 +21,7 @@ NUMBER, INT, BOOL, STR, LIST, NONE = "number", "integer", "boolean", "string", "
 TYPES: dict[str, tuple[str, ...]] = {
     "model.pretrained": (BOOL, STR),
     "data.root": (STR, NONE),
+    "data.verify_images": (STR, BOOL),  # YAML reads a bare off as false
     "data.seg.scale": (LIST, NONE),
     "data.seg.ratio_range": (LIST, NONE),
     "data.seg.crop_size": (LIST, NONE),

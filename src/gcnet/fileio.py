@@ -13,14 +13,24 @@ from typing import Any
 __all__ = ["atomic_link", "atomic_write", "load_torch_file", "write_json"]
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable[[str], object]) -> None:
-    """``write(tmp_path)`` then rename onto ``path``; the temp file is removed on failure."""
+    """``write(tmp_path)`` then rename onto ``path``; the temp file is removed on failure.
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), not
+    the temp file's private 0600, so colleagues on a shared server can read a run's files."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -68,7 +78,7 @@ def load_torch_file(path: str) -> Any:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         with open(path, "rb") as f:
             head = f.read(2)
         # torch.save writes a zip archive; a bare pickle starts with its PROTO opcode (0x80)
@@ -79,15 +89,22 @@ def load_torch_file(path: str) -> Any:
                 "If you trust its source, save its state_dict with torch.save (or as .safetensors) "
                 "and give that file instead"
             ) from None
-        raise ValueError(
-            f"cannot read checkpoint {path}: not a PyTorch checkpoint ({_first_line(e)})"
-        ) from None
-    except Exception as e:  # truncated zip archives, foreign files
-        raise ValueError(
-            f"cannot read checkpoint {path}: truncated or not a PyTorch file ({_first_line(e)})"
-        ) from None
+        raise ValueError(f"cannot read checkpoint {path}: {_what_it_is(path)}") from None
+    except Exception:  # truncated zip archives, foreign files
+        raise ValueError(f"cannot read checkpoint {path}: {_what_it_is(path)}") from None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+def _what_it_is(path: str) -> str:
+    """Why a file is no checkpoint, in our words (torch's own text advises
+    ``weights_only=False``, which is exactly what a file of unknown origin must not get)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if zipfile.is_zipfile(path):
+        return "a zip archive that torch.load cannot read (truncated, or not written by torch.save)"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK"):
+        return f"truncated ({size} bytes; the zip archive torch.save writes has no end)"
+    return (f"not a PyTorch checkpoint ({size} bytes, starting {head!r}); expected a file written by "
+            "torch.save (.pth / .pt) or a .safetensors file")  # fmt: skip

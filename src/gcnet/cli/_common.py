@@ -162,11 +162,12 @@ def load_trained_if_any(path: str | None):
 
 
 def _build_trained(state, cfg, classes):
+    from gcnet.engine.checkpoint import load_model_state
     from gcnet.tasks import task_of
 
     task = task_of(cfg)
     model = task.build_model(cfg, len(classes), pretrained=False)
-    model.load_state_dict(state)
+    load_model_state(model, state, "the checkpoint", cfg["model"]["name"])
     return model.eval(), cfg, list(classes), task
 
 

@@ -18,7 +18,10 @@ def analysis_model(args: argparse.Namespace):
     ckpt = getattr(args, "checkpoint", None)
     trained = load_trained_if_any(ckpt)
     if trained is not None:
+        from gcnet.engine.checkpoint import check_checkpoint_model
+
         model, cfg, _, task = trained
+        check_checkpoint_model(ckpt, cfg, args.model)
         return model, cfg, task
     if not args.model:
         raise ValueError("--model is required unless --checkpoint is a gcnet training checkpoint")
@@ -72,6 +75,7 @@ def _attention(args: argparse.Namespace, model, cfg, task) -> int:
     if not args.images:
         raise ValueError("analyze attention needs at least one IMAGE")
     x, shown = task.analysis_inputs(args.images, cfg, _size(args), _clip_len(args))
+    os.makedirs(args.output, exist_ok=True)  # once the inputs are read: a bad one leaves nothing
     with AttentionRecorder(model) as rec, torch.no_grad():
         model(x)
     records = list(rec.records.values())
@@ -96,6 +100,7 @@ def _cosine(args: argparse.Namespace, model, cfg, task) -> int:
     from gcnet.tools.visualize import plot_cosine, stage_of
 
     x = task.cosine_inputs(cfg, args.data, args.num_images, _size(args), _clip_len(args), args.output)
+    os.makedirs(args.output, exist_ok=True)
     with AttentionRecorder(model, keep_features=True) as rec, torch.no_grad():
         for chunk in x.split(args.batch_size):
             model(chunk)
@@ -134,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.output, exist_ok=True)
         return _complexity(args)
     model, cfg, task = analysis_model(args)
-    os.makedirs(args.output, exist_ok=True)
     if args.what == "attention":
         return _attention(args, model, cfg, task)
     return _cosine(args, model, cfg, task)

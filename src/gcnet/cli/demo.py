@@ -147,6 +147,8 @@ def _save_val_images(runs_dir: dict, spec, out: str, n: int) -> list[str]:
 
 
 def _cosine_section(model: str, rows: list[dict], n: int, png: str) -> list[str]:
+    from gcnet.tools.demo_report import closeness
+
     lines = [
         "## Is NL's attention query-independent? (the paper's Table 1)",
         "",
@@ -164,8 +166,8 @@ def _cosine_section(model: str, rows: list[dict], n: int, png: str) -> list[str]
     lines += ["| paper, COCO, NL E-Gaussian | 0.402 | 0.012 | 0.020 | |", ""]
     for r in rows:
         att, inp = float(r["attention"]), float(r["input"])
-        ratio = f"{inp / att:.1f}x" if att > 0 else "infinitely"
-        lines.append(f"Between query positions the attention maps of {r['stage']} are {ratio} closer than "
+        ratio = closeness(inp, att)
+        lines.append(f"Between query positions the attention maps of {r['stage']} are {ratio} than "
                      "the block's inputs (the paper, COCO: 20x). GC computes one map for all queries: 0 by "
                      "design.")  # fmt: skip
     return [*lines, "", f"![cosine]({png})"]

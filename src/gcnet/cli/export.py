@@ -1,4 +1,5 @@
-"""``gcnet export``: ONNX or TorchScript, checked against eager."""
+"""``gcnet export``: ONNX (dynamic batch and size by default, ``--static`` to fix them) or
+TorchScript, with metadata, checked against eager."""
 
 from __future__ import annotations
 
@@ -8,28 +9,75 @@ from ._common import SET_HELP, add_model_argument, parse_image_input
 from .info import build_model
 
 
+def _metadata(model, name: str, task, cfg, classes) -> dict:
+    """What a deployment needs besides the graph: the model, its task, its class names (a
+    trained run's), and how to prepare the input."""
+    from gcnet.config import DEFAULTS
+
+    meta = {"model_name": name, "task": task.name}
+    if classes is not None:
+        meta["classes"] = list(classes)
+    norm = getattr(model, "transform", None)  # torchvision's R-CNNs normalise inside the model
+    if norm is not None and hasattr(norm, "image_mean"):
+        meta.update(mean=[float(v) for v in norm.image_mean], std=[float(v) for v in norm.image_std],
+                    preprocessing="RGB / 255 in [0, 1]; the model normalises with mean / std")  # fmt: skip
+        if classes is not None:
+            meta["labels"] = "label i > 0 is classes[i - 1]; 0 is the background"
+    else:
+        data = (cfg or DEFAULTS)["data"]
+        meta.update(mean=[float(v) for v in data["mean"]], std=[float(v) for v in data["std"]],
+                    preprocessing="(RGB / 255 - mean) / std")  # fmt: skip
+    return meta
+
+
+def _axes_line(dynamic: dict) -> str:
+    parts = []
+    for io, axes in dynamic.items():
+        if axes:
+            parts.append(f"{io}: " + ", ".join(f"{n} (axis {a})" for a, n in sorted(axes.items())))
+    return "dynamic axes: " + ("; ".join(parts) if parts else "none (static)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from gcnet.tasks import task_for_model
     from gcnet.tools.export import export_model
 
-    model, name, shape, _ = build_model(args)
+    if args.static and args.format != "onnx":
+        raise ValueError("--static applies to --format onnx (a TorchScript trace takes any input size)")
+    model, name, shape, trained = build_model(args)
     model.eval()
+    if args.input is not None and len(args.input) != len(shape):
+        want = "NxCxTxHxW (a clip)" if len(shape) == 5 else "[N]xCxHxW"
+        raise ValueError(f"--input {'x'.join(map(str, args.input))}: {name} takes {want}")
+    cfg = classes = None
+    task = task_for_model(name)
+    if trained:  # its config and class names
+        cfg, classes, task = trained
     out = args.output or f"{name}.{'onnx' if args.format == 'onnx' else 'pt'}"
-    report = export_model(model, out, args.format, input_shape=args.input or shape)
-    print(
-        f"wrote {out} ({args.format}); parity vs eager: max abs diff {report['max_abs_diff']:.2e}"
-        f" (tolerance {report['tolerance']:.0e}) -> {'OK' if report['ok'] else 'FAILED'}"
-    )
+    meta = _metadata(model, name, task, cfg, classes)
+    report = export_model(model, out, args.format, input_shape=args.input or shape, static=args.static,
+                          metadata=meta, input_option="--input")  # fmt: skip
+    checks = ", ".join(f"{'x'.join(map(str, s))}: " + ("no match" if d is None else f"{d:.2e}")
+                       for s, d in report["checks"])  # fmt: skip
+    print(f"wrote {out} ({args.format}); {_axes_line(report['dynamic'])}")
+    print(f"parity vs eager, max abs diff: {checks} (tolerance {report['tolerance']:.0e}) -> "
+          f"{'OK' if report['ok'] else 'FAILED'}")  # fmt: skip
     return 0 if report["ok"] else 1
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a model to ONNX or TorchScript, parity-checked")
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (dynamic batch / size) or TorchScript, parity-checked"
+    )
     add_model_argument(p)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
     p.add_argument("--output", "-o", default=None, help="output file (default MODEL.onnx / MODEL.pt)")
     p.add_argument("--input", type=parse_image_input, default=None, metavar="[N]xCxHxW",
-                   help="example input for tracing and the parity check (default 1x3x224x224, or a "
-                        "run's own image size)")  # fmt: skip
+                   help="example input for tracing and the parity check (default 1x3x224x224, clips "
+                        "1x3x8x224x224, or a run's own size); with --static, the fixed shape")  # fmt: skip
+    p.add_argument("--static", action="store_true",
+                   help="ONNX: fix every axis at --input's shape (default: batch, height and width, a "
+                        "clip's time too, are dynamic; a detector's batch is 1)")  # fmt: skip
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--checkpoint", default=None,
                    help="weights: a gcnet run's best.pth / weights.safetensors (builds its own model), "

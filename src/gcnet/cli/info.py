@@ -17,25 +17,25 @@ from ._common import (
 def build_model(args: argparse.Namespace, name: str | None = None):
     """(model, name, input shape, trained) for ``info`` / ``export``: the model named by the
     arguments with the ``--set`` options and ``--checkpoint`` weights; a gcnet run's checkpoint
-    (``trained``) builds its own model (its classes, its options) and gives its input size."""
+    builds its own model (its classes, its options) and gives its input size, and ``trained``
+    is its (config, class names, task), read once; None for any other model."""
+    from gcnet.engine.checkpoint import check_checkpoint_model
     from gcnet.models import create_model
-    from gcnet.tasks import task_for_model, task_of
+    from gcnet.tasks import task_for_model
 
     ckpt = getattr(args, "checkpoint", None)
     trained = load_trained_if_any(ckpt) if name is None else None
     if trained is not None:
-        model, cfg, _, _ = trained
-        wanted = model_name(args, required=False)
-        if wanted and wanted != cfg["model"]["name"]:
-            raise ValueError(f"{ckpt} holds a {cfg['model']['name']} (its config says so), not a {wanted}")
+        model, cfg, classes, task = trained
+        check_checkpoint_model(ckpt, cfg, model_name(args, required=False))
         if getattr(args, "set", None):
             raise ValueError(
                 "--set does not apply to a gcnet run's checkpoint: the checkpoint builds its model"
             )
-        return model, cfg["model"]["name"], task_of(cfg).input_shape(cfg), True
+        return model, cfg["model"]["name"], task.input_shape(cfg), (cfg, classes, task)
     name = name or model_name(args)
     kw = parse_model_overrides(getattr(args, "set", None))
-    return create_model(name, pretrained=ckpt or False, **kw), name, task_for_model(name).input_shape(), False
+    return create_model(name, pretrained=ckpt or False, **kw), name, task_for_model(name).input_shape(), None
 
 
 def _plugin_line(model) -> str | None:

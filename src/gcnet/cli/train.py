@@ -21,10 +21,11 @@ def train_config(args: argparse.Namespace):
         overrides.append(f"model.name={args.model}")
     if getattr(args, "skip_bad_images", False):
         overrides.append("data.skip_bad_images=true")
-    cfg = load_config(args.config, overrides)
+    # every command-line source first (recipe, --set, the flags, --data), then one validation
+    cfg = load_config(args.config, overrides, check=False)
     if getattr(args, "data", None):
         cfg = merge(cfg, task_of(cfg).data_root_overrides(cfg, args.data))
-        validate(cfg)
+    validate(cfg)
     return cfg
 
 
@@ -55,7 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="shortcut for model.name")
     p.add_argument("--data", default=None,
                    help="the root of the recipe's dataset (an ImageFolder tree with train/ and val/ for "
-                        "classification, the Cityscapes / VOC / ADE20K root, the COCO root)")  # fmt: skip
+                        "classification, the Cityscapes / VOC / ADE20K / your own segmentation root, the "
+                        "COCO root, a video root); on a recipe of the embedded data, your own data in "
+                        "the task's format; other datasets: --set data.dataset=NAME")  # fmt: skip
     p.add_argument("--output", "-o", default=None, help="shortcut for output.dir")
     p.add_argument("--resume", default=None, help="checkpoint path, or 'auto' for <output>/last.pth")
     p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs (as if interrupted)")

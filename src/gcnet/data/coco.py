@@ -32,6 +32,7 @@ __all__ = [
     "collate_detection",
     "write_synthetic_coco",
     "build_detection_data",
+    "find_coco_split",
     "SYNTHETIC_COCO_CLASSES",
 ]
 
@@ -281,8 +282,10 @@ def write_synthetic_coco(root: str, num_images: int = 32, size: tuple[int, int] 
 
 
 def build_detection_data(cfg: Mapping[str, Any], split: str) -> tuple[CocoDetection, list[str]]:
-    """(dataset, class names): ``data.dataset=coco`` reads ``<root>/<split>2017`` and
-    ``<root>/annotations/instances_<split>2017.json`` (``data.train_split`` / ``val_split``
+    """(dataset, class names): ``data.dataset=coco`` reads ``data.train_ann`` /
+    ``data.val_ann`` and ``data.train_images`` / ``data.val_images`` when given, else finds
+    them under ``data.root`` (``annotations/instances_<split>.json`` and ``<split>/`` or
+    ``images/<split>/``, ... : :func:`find_coco_split`; ``data.train_split`` / ``val_split``
     name the splits); ``synthetic`` writes the embedded set under ``output.dir/synthetic_coco``
     once and reads it back."""
     d = cfg["data"]
@@ -314,6 +317,81 @@ def build_detection_data(cfg: Mapping[str, Any], split: str) -> tuple[CocoDetect
             f"data.dataset={d['dataset']!r} is not a detection dataset; expected coco or synthetic"
         )
     sub = d["train_split"] if train else d["val_split"]
-    ann = os.path.join(d["root"], "annotations", f"instances_{sub}.json")
-    ds = CocoDetection(os.path.join(d["root"], sub), ann, train=train, hflip=hflip, masks=masks)
+    key = "train" if train else "val"
+    image_dir, ann = find_coco_split(d["root"], sub, d.get(f"{key}_ann"), d.get(f"{key}_images"), key)
+    ds = CocoDetection(image_dir, ann, train=train, hflip=hflip, masks=masks)
     return ds, ds.classes
+
+
+#: annotation files looked for under the root, ``{s}`` the split (COCO's, mmdetection's,
+#: Roboflow's and other exports' names)
+ANN_CANDIDATES = (
+    "annotations/instances_{s}.json",
+    "annotations/{s}.json",
+    "annotations/instances_{s}2017.json",
+    "{s}/_annotations.coco.json",
+    "{s}/annotations.json",
+    "{s}/instances.json",
+    "instances_{s}.json",
+    "{s}.json",
+)
+#: image folders looked for under the root (the first holding the json's first image wins)
+IMAGE_CANDIDATES = ("{s}", "images/{s}", "{s}2017", "{s}/images", "images", ".")
+
+
+def _under(root: str | None, path: str) -> str:
+    return path if os.path.isabs(path) or not root else os.path.join(root, path)
+
+
+def _first_file_name(ann_file: str) -> str | None:
+    try:
+        with open(ann_file) as f:
+            images = json.load(f).get("images") or []
+        return images[0]["file_name"] if isinstance(images[0], Mapping) else None
+    except (OSError, ValueError, AttributeError, IndexError, KeyError):
+        return None  # CocoDetection names the problem
+
+
+def find_coco_split(root: str | None, split: str, ann: str | None = None, images: str | None = None,
+                    key: str = "train") -> tuple[str, str]:  # fmt: skip
+    """(image folder, annotation file) of a COCO-format split: ``ann`` / ``images`` (relative
+    to ``root`` or absolute) when given, else the first of :data:`ANN_CANDIDATES` that exists
+    and the first of :data:`IMAGE_CANDIDATES` that holds the json's first image. A split with
+    nothing found is an error that lists every path looked for (``key``: the config keys'
+    prefix, ``train`` / ``val``)."""
+    if ann:
+        ann_file = _under(root, ann)
+        if not os.path.isfile(ann_file):
+            raise FileNotFoundError(f"COCO annotation file not found: {ann_file} (data.{key}_ann)")
+    else:
+        if not root:
+            raise ValueError(f"give data.root or data.{key}_ann (and data.{key}_images)")
+        tried = [os.path.join(root, c.format(s=split)) for c in ANN_CANDIDATES]
+        ann_file = next((p for p in tried if os.path.isfile(p)), "")
+        if not ann_file:
+            raise FileNotFoundError(f"no COCO annotation file for split {split!r}: looked for "
+                                    f"{', '.join(tried)}; set data.{key}_ann (and "
+                                    f"data.{key}_images)")  # fmt: skip
+    if images:
+        image_dir = _under(root, images)
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"COCO image folder not found: {image_dir} (data.{key}_images)")
+        return image_dir, ann_file
+    bases = [root] if root else []
+    bases.append(os.path.dirname(ann_file))  # an annotation file beside its images
+    dirs = []
+    for base in bases:
+        for c in IMAGE_CANDIDATES:
+            path = os.path.normpath(os.path.join(base, c.format(s=split)))
+            if path not in dirs and os.path.isdir(path):
+                dirs.append(path)
+    first = _first_file_name(ann_file)
+    found = next((p for p in dirs if first and os.path.isfile(os.path.join(p, first))), None)
+    if found:
+        return found, ann_file
+    tried = [os.path.normpath(os.path.join(b, c.format(s=split))) for b in bases for c in IMAGE_CANDIDATES]
+    tried = list(dict.fromkeys(tried))
+    if first is None and dirs:  # no image to look for: CocoDetection names the json's problem
+        return dirs[0], ann_file
+    raise FileNotFoundError(f"the images of {ann_file} (first: {first}) are in none of {', '.join(tried)}; "
+                            f"set data.{key}_images")  # fmt: skip

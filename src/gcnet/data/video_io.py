@@ -110,6 +110,12 @@ class VideoReader:
             raise BadVideoError(
                 f"cannot open video {self.path}: corrupt, truncated, or not a video ({_describe(e)})"
             ) from None
+        fmt = self._container.format.name or ""
+        if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg's readers of single images
+            self._container.close()
+            kind = fmt.removesuffix("_pipe").upper() if fmt != "image2" else "picture"
+            raise BadVideoError(f"{self.path} is an image ({kind}), not a video: this model takes video "
+                                "files (.mp4, .mkv, .avi, ...); use an image model for images")  # fmt: skip
         if not self._container.streams.video:
             kinds = [_stream_kind(s) for s in self._container.streams] or ["none"]
             self._container.close()

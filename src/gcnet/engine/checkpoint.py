@@ -16,7 +16,15 @@ import torch
 
 from gcnet.fileio import atomic_write, load_torch_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_weights", "rng_state", "set_rng_state"]
+__all__ = [
+    "check_checkpoint_model",
+    "load_checkpoint",
+    "load_model_state",
+    "rng_state",
+    "save_checkpoint",
+    "save_weights",
+    "set_rng_state",
+]
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
@@ -25,6 +33,33 @@ def save_checkpoint(state: Mapping[str, Any], path: str) -> None:
 
 def load_checkpoint(path: str) -> dict[str, Any]:
     return load_torch_file(path)
+
+
+def check_checkpoint_model(
+    path: str, held: Mapping[str, Any] | None, wanted: str | None, hint: str = ""
+) -> None:
+    """Refuse a run's checkpoint (``held``: its config) for another model than ``wanted``,
+    naming both: a ValueError of one line, never a ``load_state_dict`` dump."""
+    if not wanted or not isinstance(held, Mapping):
+        return
+    name = held.get("model", {}).get("name")
+    if name and name != wanted:
+        raise ValueError(f"{path} holds a {name} (its config says so), not a {wanted}{hint}")
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping[str, Any], path: str, name: str) -> None:
+    """``model.load_state_dict(state)``; a mismatch is one line that names the file, the
+    model and the first differing keys (a run of the same model name with other options)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        kinds = (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes))
+        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in kinds if v]
+        raise ValueError(f"{path} does not fit the model {name}: {'; '.join(parts)}; was it written with "
+                         "other model.kwargs / model.context or another number of classes?")  # fmt: skip
+    model.load_state_dict(state)
 
 
 def save_weights(state_dict: Mapping[str, torch.Tensor], path: str, metadata: dict | None = None) -> None:

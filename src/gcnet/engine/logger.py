@@ -79,6 +79,7 @@ def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str, metric: str = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for name, rows in runs.items():
@@ -87,12 +88,20 @@ def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str, metric: str = 
         if any("val_loss" in r for r in rows):
             axes[0].plot(ep, [r.get("val_loss") for r in rows], ls="--", marker="x", label=f"{name} val")
         axes[1].plot(ep, [r.get(metric) for r in rows], marker="o", label=name)
-        axes[2].plot(ep, [r.get("lr") for r in rows], label=name)
+        # markers where a line alone would draw nothing (a one-epoch run's single point)
+        axes[2].plot(ep, [r.get("lr") for r in rows], marker="o" if len(rows) < 30 else None, label=name)
+    epochs = sorted({r["epoch"] for rows in runs.values() for r in rows if r.get("epoch") is not None})
     for ax, title in zip(
         axes, ("loss", {"val_top1": "val top-1 (%)"}.get(metric, f"{metric} (%)"), "learning rate")
     ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        if len(epochs) <= 12:  # the epochs themselves, not 0.96, 0.98, ... around a single one
+            ax.set_xticks(epochs)
+            if len(epochs) == 1:
+                ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

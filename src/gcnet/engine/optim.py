@@ -47,11 +47,17 @@ def total_steps(steps_per_epoch: int, cfg: Mapping[str, Any]) -> int:
     return int(mi) if mi else cfg["train"]["epochs"] * steps_per_epoch
 
 
+def warmup_steps(steps_per_epoch: int, cfg: Mapping[str, Any]) -> int:
+    """The warm-up's length in steps: ``sched.warmup_iters``, else ``warmup_epochs`` x steps."""
+    s = cfg["sched"]
+    return int(s.get("warmup_iters") or 0) or int(round(float(s["warmup_epochs"]) * steps_per_epoch))
+
+
 def lr_at(step: int, steps_per_epoch: int, cfg: Mapping[str, Any]) -> float:
     s = cfg["sched"]
     lr0 = base_lr(cfg)
     total = total_steps(steps_per_epoch, cfg)
-    warm = int(s.get("warmup_iters") or 0) or int(round(float(s["warmup_epochs"]) * steps_per_epoch))
+    warm = warmup_steps(steps_per_epoch, cfg)
     if step < warm:
         f = float(s["warmup_factor"])
         return lr0 * (f + (1 - f) * step / warm)

@@ -29,19 +29,42 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from gcnet.data.samplers import ResumableBatches, ShardSampler
 from gcnet.data.seeding import EpochSeeded
-from gcnet.fileio import atomic_link
+from gcnet.errors import ConfigError
+from gcnet.fileio import atomic_link, atomic_write
 from gcnet.layers.sync_bn import convert_sync_batchnorm
 from gcnet.tasks import Task, get_task, task_of
 from gcnet.utils import distributed as du
 from gcnet.utils.device import autocast_ctx, resolve_device
 from gcnet.utils.progress import progress_bar
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
+from .checkpoint import (
+    check_checkpoint_model,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+)
 from .logger import MetricsLogger, plot_curves
-from .optim import build_optimizer, lr_at, total_steps
+from .optim import build_optimizer, lr_at, total_steps, warmup_steps
 from .preemption import StopRequest, agree
 
-__all__ = ["train", "build_model_from_config", "Run"]
+__all__ = ["train", "build_model_from_config", "resolve_paths", "write_config", "Run"]
+
+
+def write_config(cfg: Mapping[str, Any], path: str) -> str:
+    """The resolved config as YAML (atomically): the run's ``config.yaml``, a complete recipe
+    (``gcnet train -c RUN/config.yaml`` trains the same run; with ``--resume auto`` goes on)."""
+    import yaml
+
+    def _dump(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write("# the resolved config of this run (gcnet train -c THIS_FILE --resume auto goes on)\n")
+            yaml.safe_dump(json.loads(json.dumps(cfg)), f, sort_keys=False)
+
+    atomic_write(path, _dump)
+    return path
 
 
 def build_model_from_config(cfg: Mapping[str, Any], num_classes: int, pretrained=None) -> nn.Module:
@@ -91,6 +114,7 @@ class Run:
     stop: StopRequest | None = None
     interrupted: str | None = None  # the signal that stopped the run
     last_save: float = field(default_factory=time.monotonic)
+    preflight_skipped: int = 0  # unreadable files the datasets found and left out before training
 
     @property
     def main(self) -> bool:
@@ -151,11 +175,37 @@ def _build_loaders(cfg, task: Task, train_ds, val_ds, device: torch.device, worl
     return train_loader, batches, val_loader
 
 
+def resolve_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with ``data.root`` made absolute, so that the checkpoint's config (read by
+    ``gcnet eval`` / ``predict`` from any folder) and ``config.yaml`` still find the data."""
+    cfg = dict(cfg)
+    root = cfg["data"]["root"]
+    if root:
+        cfg["data"] = {**cfg["data"], "root": os.path.abspath(os.path.expanduser(str(root)))}
+    return cfg
+
+
+def check_device_settings(cfg: Mapping[str, Any], device: torch.device) -> None:
+    """Settings that make no sense on ``device``, refused before any data is read."""
+    if cfg["train"]["amp"] == "fp16" and device.type == "cpu":
+        raise ConfigError("train.amp=fp16 on the CPU runs ~40x slower than float32 (no fp16 kernels); "
+                          "use train.amp=bf16 (or none) on the CPU, fp16 on a GPU")  # fmt: skip
+
+
+def _warn_schedule(run: Run) -> None:
+    warm = warmup_steps(run.steps_per_epoch, run.cfg)
+    if run.main and warm > run.max_steps:
+        print(f"warning: the warm-up ({warm} steps) is longer than the whole run ({run.max_steps} steps): "
+              "the learning rate never reaches optim.lr; lower sched.warmup_epochs / sched.warmup_iters",
+              flush=True)  # fmt: skip
+
+
 def setup(cfg: Mapping[str, Any]) -> Run:
     """Device, process group, data, model, optimizer and loaders of a run."""
     task = get_task(cfg["task"])
     task.check_run(cfg)
     device = resolve_device(cfg["train"]["device"])
+    check_device_settings(cfg, device)
     distributed = du.init_distributed(device)
     rank, world = du.rank(), du.world_size()
     if cfg["train"]["batch_size"] % world:
@@ -168,9 +218,12 @@ def setup(cfg: Mapping[str, Any]) -> Run:
     train_loader, sampler, val_loader = _build_loaders(cfg, task, train_ds, val_ds, device, world, rank)
     steps = len(train_loader)
     max_steps = total_steps(steps, cfg)
-    return Run(cfg, task, device, rank, world, list(classes), model, train_model, ema, optimizer, scaler,
-               train_loader, sampler, val_loader, steps, max_steps, math.ceil(max_steps / steps),
-               task.batch_transform(cfg, len(classes)))  # fmt: skip
+    run = Run(cfg, task, device, rank, world, list(classes), model, train_model, ema, optimizer, scaler,
+              train_loader, sampler, val_loader, steps, max_steps, math.ceil(max_steps / steps),
+              task.batch_transform(cfg, len(classes)))  # fmt: skip
+    run.preflight_skipped = sum(len(getattr(ds, "bad_files", ())) for ds in (train_ds, val_ds))
+    _warn_schedule(run)
+    return run
 
 
 def resume_from(run: Run, path: str, auto: bool = False) -> bool:
@@ -181,7 +234,13 @@ def resume_from(run: Run, path: str, auto: bool = False) -> bool:
             print(f"--resume auto: no {path} yet, starting from scratch")
         return False
     ck = load_checkpoint(path)
-    run.model.load_state_dict(ck["model"])
+    if not isinstance(ck, Mapping) or not {"model", "optimizer", "epoch", "step"} <= set(ck):
+        raise ValueError(f"{path} is not a gcnet training checkpoint (no model/optimizer/epoch entries): "
+                         "--resume takes a run's last.pth")  # fmt: skip
+    name = run.cfg["model"]["name"]
+    check_checkpoint_model(path, ck.get("config"), name, hint=f" as this run asks (model.name={name}); "
+                           "resume with the run's own model, or give another output folder")  # fmt: skip
+    load_model_state(run.model, ck["model"], path, name)
     run.optimizer.load_state_dict(ck["optimizer"])
     run.scaler.load_state_dict(ck["scaler"])
     if run.ema is not None and ck.get("ema") is not None:
@@ -399,7 +458,8 @@ def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
         f"best_{metric}": run.best, "epochs_run": epoch + 1 - run.start_epoch,
         "train_time_s": time.perf_counter() - t_start, "num_classes": len(run.classes),
         "classes": run.classes,
-        "skipped_images": run.skipped, "final_weights": None, "interrupted": run.interrupted,
+        "skipped_images": run.preflight_skipped + run.skipped, "final_weights": None,
+        "interrupted": run.interrupted,
         "nonfinite_steps": run.nonfinite,
         "last_eval": {k: v for k, v in run.last_eval.items() if k != "confusion_matrix"},
     }  # fmt: skip
@@ -416,8 +476,9 @@ def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
             path = os.path.join(run.out_dir, "curves.png")
             summary["curves"] = plot_curves({run.cfg["model"]["name"]: history}, path, metric=f"val_{metric}")
         run.logger.close()
-        if run.skipped:
-            print(f"skipped {run.skipped} unreadable {run.task.sample_noun}(s) ({run.task.skip_key}=true)")
+        if summary["skipped_images"]:
+            print(f"skipped {summary['skipped_images']} unreadable {run.task.sample_noun}(s) "
+                  f"({run.task.skip_key}=true)")  # fmt: skip
         if run.interrupted:
             print(f"stopped by {run.interrupted} at step {run.step} (epoch {epoch + 1}); wrote "
                   f"{run.last_path}; resume with the same command and --resume auto", flush=True)  # fmt: skip
@@ -447,12 +508,14 @@ def train(
     ``resume``: a checkpoint path, or ``"auto"`` for ``<output.dir>/last.pth`` (a fresh
     folder starts from scratch). ``stop_after``: stop after this many epochs in all.
     """
+    cfg = resolve_paths(cfg)
     run = setup(cfg)
     resumed = bool(resume) and resume_from(
         run, run.last_path if resume == "auto" else resume, resume == "auto"
     )
     if run.main:
         run.logger = MetricsLogger(run.out_dir, cfg["output"]["tensorboard"], resume=resumed)
+        write_config(cfg, os.path.join(run.out_dir, "config.yaml"))
         if resumed:
             run.logger.truncate(run.start_epoch)  # rows of epochs the checkpoint has not seen end
         _announce(run)

@@ -3,7 +3,15 @@
 from .detection import DETECTORS, create_detector
 from .external import create_external
 from .plugins import PRESETS, ContextPlug, add_context_blocks, inserted_blocks, remove_context_blocks
-from .registry import create_model, list_models, model_config, model_family, register_family, register_model
+from .registry import (
+    create_model,
+    did_you_mean_model,
+    list_models,
+    model_config,
+    model_family,
+    register_family,
+    register_model,
+)
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet
 from .segmentation import SEGMENTORS, create_segmentor
 from .video import VIDEO_MODELS, ResNet3d, create_video_model
@@ -28,6 +36,7 @@ __all__ = [
     "create_external",
     "create_video_model",
     "create_model",
+    "did_you_mean_model",
     "inserted_blocks",
     "list_models",
     "load_checkpoint_file",

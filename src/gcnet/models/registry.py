@@ -28,7 +28,15 @@ from .plugins import apply_context
 from .resnet import BasicBlock, Bottleneck, PluginSpec, ResNet
 from .weights import TORCHVISION_ARCH, load_pretrained
 
-__all__ = ["create_model", "list_models", "model_family", "register_family", "register_model", "model_config"]
+__all__ = [
+    "create_model",
+    "did_you_mean_model",
+    "list_models",
+    "model_family",
+    "register_family",
+    "register_model",
+    "model_config",
+]
 
 _ARCHS: dict[str, dict[str, Any]] = {
     "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
@@ -92,6 +100,12 @@ def model_family(name: str) -> str | None:
     if name in _MODELS:
         return "resnet"
     return next((fam for fam, (specs, _) in _FAMILIES.items() if name in specs), None)
+
+
+def did_you_mean_model(name: str) -> str:
+    """``"; did you mean ['gc_resnet18', ...]?"`` for a misspelt model name, or ``""``."""
+    near = difflib.get_close_matches(str(name), list_models(), n=3)
+    return f"; did you mean {near}?" if near else ""
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -163,9 +177,7 @@ def resolve_config(
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The resolved ResNet kwargs (with a :class:`PluginSpec`) for ``name`` + overrides."""
     if name not in _MODELS:
-        near = difflib.get_close_matches(name, list_models(), n=3)
-        hint = f"; did you mean {near}?" if near else ""
-        raise ValueError(f"unknown model {name!r}{hint} (see gcnet.list_models())")
+        raise ValueError(f"unknown model {name!r}{did_you_mean_model(name)} (see gcnet.list_models())")
     archs = {arch: (base, arch) for arch, base in _ARCHS.items()}
     return resolve_config(name, _MODELS[name], archs, _RESNET_PARAMS, PluginSpec, overrides)
 

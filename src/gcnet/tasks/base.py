@@ -34,8 +34,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from gcnet.config_schema import check_choice
 from gcnet.data import collate_skip_bad
+from gcnet.data.datasets import IMG_EXTENSIONS
 from gcnet.errors import ConfigError
-from gcnet.models import create_model, model_family
+from gcnet.models import create_model, did_you_mean_model, model_family
 
 __all__ = ["DemoSpec", "Task", "check_choice"]
 
@@ -83,6 +84,8 @@ class Task:
     #: what a sample is called in messages, and the key that skips unreadable ones
     sample_noun: str = "image"
     skip_key: str = "data.skip_bad_images"
+    #: the file suffixes ``gcnet predict`` takes from a folder or a glob
+    input_extensions: tuple[str, ...] = IMG_EXTENSIONS
     #: the memory format of ``train.channels_last`` (``torch.channels_last_3d`` for clips)
     memory_format: torch.memory_format = torch.channels_last
 
@@ -99,12 +102,14 @@ class Task:
         name = cfg["model"]["name"]
         family = model_family(name)
         if family is None:
-            raise ConfigError(f"model.name={name!r} is not a registered model (see gcnet.list_models())")
+            raise ConfigError(f"model.name={name!r} is not a registered model{did_you_mean_model(name)} "
+                              "(see gcnet.list_models())")  # fmt: skip
         if family not in self.model_families:
             raise ConfigError(f"task={self.name} needs a {self.name} model (e.g. {self.model_examples}), "
                               f"got model.name={name!r}")  # fmt: skip
         root = cfg["data"]["root"]
-        if root and cfg["data"]["dataset"] not in self.generated_datasets and not os.path.isdir(root):
+        made = cfg["data"]["dataset"] in self.generated_datasets or cfg["data"].get("download")
+        if root and not made and not os.path.isdir(root):
             raise ConfigError(f"data.root={root!r}: folder not found (data.dataset={cfg['data']['dataset']})")
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
@@ -276,11 +281,14 @@ class Task:
     def analysis_inputs(self, paths: Sequence[str], cfg: Mapping[str, Any] | None, size: int,
                         clip_len: int | None = None) -> tuple[torch.Tensor, list]:  # fmt: skip
         """(normalised batch, the inputs as shown) for ``gcnet analyze attention`` on files:
-        images at a run's own size and normalisation (``cfg``), else at ``size``."""
+        whole images (not cropped: the short side at a run's own size, else at ``size``) with
+        the run's normalisation; each shown item is ``(image, the batch's (H, W))`` since
+        images of other shapes are padded to a common one."""
         from gcnet.tools.attention import image_batch
 
         data = None if cfg is None else {**cfg["data"], "image_size": self.analysis_size(cfg, size)}
-        return image_batch(list(paths), size, data)
+        x, shown = image_batch(list(paths), size, data, crop=False)
+        return x, [(img, tuple(x.shape[-2:])) for img in shown]
 
     def plot_attention(self, shown, records: list, index: int, out_dir: str, stem: str,
                        queries: int) -> list[str]:  # fmt: skip
@@ -300,7 +308,6 @@ class Task:
         """The inputs of ``gcnet analyze cosine``: the first ``num`` images under ``data_dir``,
         else validation images of the embedded synthetic set."""
         from gcnet.data import SyntheticContext
-        from gcnet.data.datasets import IMG_EXTENSIONS
         from gcnet.tools.attention import image_batch
 
         data = None if cfg is None else {**cfg["data"], "image_size": self.analysis_size(cfg, size)}

@@ -15,10 +15,11 @@ from torch.utils.data import Dataset
 
 from gcnet.data.coco import AspectRatioBatchSampler, build_detection_data, collate_detection
 from gcnet.data.datasets import load_image
+from gcnet.errors import ConfigError
 from gcnet.fileio import write_json
 from gcnet.models import model_family
 
-from .base import DemoSpec, Task
+from .base import DemoSpec, Task, check_choice
 from .det_eval import STAT_NAMES, evaluate_detection
 
 __all__ = ["DetectionTask"]
@@ -33,6 +34,19 @@ class DetectionTask(Task):
     model_examples = "maskrcnn_gc_r50_fpn, fasterrcnn_r50_fpn"
     demo = DemoSpec("demo_detection.yaml", ("maskrcnn_r18_fpn", "maskrcnn_gc_r18_fpn"), "runs/demo_det")
     collate_fn = staticmethod(collate_detection)
+
+    def validate(self, cfg: Mapping[str, Any]) -> None:
+        """The base's checks, with a root optional when both annotation files are given."""
+        check_choice(cfg, "data.dataset", self.datasets)
+        d = cfg["data"]
+        for key in ("train_ann", "val_ann", "train_images", "val_images"):
+            v = d.get(key)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ConfigError(f"data.{key} must be a path (relative to data.root or absolute) or null, "
+                                  f"got {v!r}")  # fmt: skip
+        if d["dataset"] == "coco" and not d["root"] and not (d.get("train_ann") and d.get("val_ann")):
+            raise ConfigError("data.root is required for data.dataset=coco (or give data.train_ann and "
+                              "data.val_ann)")  # fmt: skip
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         return {"data": {"dataset": "coco", "root": root}}
@@ -102,7 +116,9 @@ class DetectionTask(Task):
     def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
         """Boxes, labels, scores and masks drawn on each image, as PNG."""
         from PIL import Image
-        from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+        from torchvision.utils import draw_segmentation_masks
+
+        from gcnet.tools.visualize import draw_detections
 
         out_dir = options.get("output") or "predictions"
         threshold = float(options.get("score_threshold", 0.5))
@@ -118,10 +134,11 @@ class DetectionTask(Task):
             if "masks" in det and keep.any():
                 canvas = draw_segmentation_masks(canvas, det["masks"][keep][:, 0] > 0.5, alpha=0.45)
             names = [f"{classes[int(c) - 1]} {float(s):.2f}" for c, s in zip(labels, scores)]
-            if len(boxes):
-                canvas = draw_bounding_boxes(canvas, boxes, names, colors="yellow", width=2)
+            drawn = canvas.permute(1, 2, 0).numpy()
+            if len(boxes):  # boxes come sorted by score: the best ones get their labels' first choice
+                drawn = draw_detections(drawn, boxes.tolist(), names, labels.tolist())
             png = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + "_det.png")
-            Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(png)
+            Image.fromarray(drawn).save(png)
             dets = [{"class": classes[int(c) - 1], "score": float(s),
                      "box_xyxy": [round(float(v), 1) for v in b]}
                     for b, c, s in zip(boxes, labels, scores)]  # fmt: skip

@@ -29,9 +29,46 @@ __all__ = ["IGNORE_INDEX", "SegmentationTask"]
 IGNORE_INDEX = 255
 
 
+def _check_seg_data_keys(s: Mapping[str, Any]) -> None:
+    """Types and values of the ``data.seg`` keys of your own data (one-line errors)."""
+    s = {"classes": None, "palette": None, "ignore_index": IGNORE_INDEX, "img_dir": None, "ann_dir": None,
+         "img_suffix": None, "seg_map_suffix": ".png", "train_list": None, "val_list": None, **s}  # fmt: skip
+    classes, palette = s["classes"], s["palette"]
+    if classes is not None and not isinstance(classes, str):
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str | int) for c in classes):
+            raise ConfigError(f"data.seg.classes must be a list of class names or a file (relative to "
+                              f"data.root), got {classes!r}")  # fmt: skip
+        if len(set(map(str, classes))) != len(classes):
+            raise ConfigError(f"data.seg.classes names a class twice: {classes!r}")
+        if len(classes) > IGNORE_INDEX:
+            raise ConfigError(f"data.seg.classes names {len(classes)} classes; at most {IGNORE_INDEX}")
+    if palette is not None:
+        ok = isinstance(palette, list) and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in palette
+        )
+        if not ok or not palette:
+            raise ConfigError(f"data.seg.palette must be a list of [R, G, B] (integers 0-255), one per "
+                              f"class, got {palette!r}")  # fmt: skip
+        if isinstance(classes, list) and len(palette) != len(classes):
+            raise ConfigError(f"data.seg.palette holds {len(palette)} colours for the {len(classes)} classes "
+                              "of data.seg.classes")  # fmt: skip
+    ign = s["ignore_index"]
+    if isinstance(ign, bool) or not isinstance(ign, int) or not 0 <= ign <= 255:
+        raise ConfigError(f"data.seg.ignore_index must be an integer in [0, 255] (a mask value), got {ign!r}")
+    for key in ("img_dir", "ann_dir", "img_suffix", "train_list", "val_list"):
+        if s[key] is not None and (not isinstance(s[key], str) or not s[key]):
+            raise ConfigError(f"data.seg.{key} must be a non-empty string or null, got {s[key]!r}")
+    if not isinstance(s["seg_map_suffix"], str) or not s["seg_map_suffix"]:
+        raise ConfigError(f"data.seg.seg_map_suffix must be a non-empty string (e.g. '.png', '_mask.png'), "
+                          f"got {s['seg_map_suffix']!r}")  # fmt: skip
+    if (s["img_dir"] is None) != (s["ann_dir"] is None):
+        raise ConfigError("data.seg.img_dir and data.seg.ann_dir go together: give both (or neither)")
+
+
 class SegmentationTask(Task):
     name = "segmentation"
-    datasets = ("synthetic", "far_key", "cityscapes", "voc", "ade20k")
+    datasets = ("synthetic", "far_key", "cityscapes", "voc", "ade20k", "custom")
     rootless_datasets = ("synthetic", "far_key")
     generated_datasets = ("synthetic", "far_key")
     metric = "mIoU"
@@ -60,14 +97,25 @@ class SegmentationTask(Task):
         if crop and d["dataset"] in self.rootless_datasets and max(crop) > d["image_size"] * max(rr):
             raise ConfigError(f"data.seg.crop_size={crop} is larger than any training image "
                               f"(data.image_size={d['image_size']} x data.seg.ratio_range {rr})")  # fmt: skip
+        _check_seg_data_keys(d["seg"])
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
-        if cfg["data"]["dataset"] in self.rootless_datasets:
-            raise ConfigError(
-                "--data: this recipe trains on an embedded synthetic set; give a recipe for "
-                f"{'/'.join(self.datasets[2:])} or --set data.dataset=NAME with --data"
-            )
-        return {"data": {"root": root}}
+        """The recipe's own format; a recipe on an embedded set switches to ``custom`` (your
+        images and masks, classes from ``data.seg.classes`` or ``ROOT/classes.txt``) with a
+        pipeline for images of any size: the short side rescaled to about ``data.image_size``
+        (x 0.5-2 in training), random ``image_size`` crops (keys set by ``--set`` are kept)."""
+        d = cfg["data"]
+        if d["dataset"] not in self.rootless_datasets:
+            return {"data": {"root": root}}
+        size, s = int(d["image_size"]), d["seg"]
+        seg: dict[str, Any] = {}
+        if s["crop_size"] is None:
+            seg = {"crop_size": [size, size], "ratio_range": s["ratio_range"] or [0.5, 2.0]}
+            if s["scale"] is None:
+                seg["scale"] = [4 * size, size]
+        if s["test_scale"] is None:
+            seg["test_scale"] = [4 * size, size]
+        return {"data": {"dataset": "custom", "root": root, "seg": seg}}
 
     def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
         return segdata.build_segmentation_data(cfg, split)
@@ -117,7 +165,17 @@ class SegmentationTask(Task):
         print(f"wrote {write_json(os.path.join(out_dir, 'metrics.json'), report, indent=2)}")
 
     def _palette(self, cfg: Mapping[str, Any], num_classes: int):
-        dataset = cfg["data"]["dataset"]
+        d = cfg["data"]
+        seg = d.get("seg", {})
+        if seg.get("palette") is not None and len(seg["palette"]) == num_classes:
+            return np.asarray(seg["palette"], np.uint8)
+        if seg.get("classes") is not None or d["dataset"] == "custom":
+            try:  # your classes: their colours (classes.txt's, if it is still there), else VOC's map
+                _, pal = segdata.seg_classes_from_config({**d, "seg": {**seg, "palette": None}})
+            except (OSError, ValueError):
+                pal = None
+            return pal if pal is not None and len(pal) == num_classes else segdata.color_palette(num_classes)
+        dataset = d["dataset"]
         if dataset == "synthetic":
             return segdata.SyntheticSegmentation.palette
         if dataset == "far_key":

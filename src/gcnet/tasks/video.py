@@ -62,6 +62,27 @@ def _views_forward(model: nn.Module, x: torch.Tensor, chunk: int, device, amp: s
 
 
 @torch.no_grad()
+def _clip_frame_ids(path: str, data: Mapping[str, Any]) -> list[int] | None:
+    """The indices in the video (from 0) of the frames of ``load_video_views(path, data, (1, 1))``'s
+    clip, for the figures' labels; None where the frame count cannot be read."""
+    from gcnet.data.video_io import BadVideoError, VideoReader
+    from gcnet.data.video_transforms import eval_clip_indices
+
+    clip_len, interval = int(data.get("clip_len", 8)), int(data.get("frame_interval", 8))
+    try:
+        if os.path.isdir(path):
+            tmpl = str(data.get("filename_tmpl", "img_{:05d}.jpg"))
+            n = 0
+            while os.path.isfile(os.path.join(path, tmpl.format(n + 1))):
+                n += 1
+        else:
+            with VideoReader(path) as r:
+                n = r.num_frames
+        return [int(i) for i in eval_clip_indices(n, clip_len, interval, 1)[0]]
+    except (BadVideoError, OSError, ValueError):
+        return None
+
+
 def evaluate_video(
     model: nn.Module,
     loader: DataLoader,
@@ -131,6 +152,7 @@ class VideoTask(ClassificationTask):
     skips_bad_images = False
     sample_noun = "video"
     skip_key = "data.video.skip_bad_videos"
+    input_extensions = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")  # data.video's
     memory_format = torch.channels_last_3d
     demo = DemoSpec("demo_video.yaml", ("slowonly_r18", "gc_slowonly_r18"), "runs/demo_video")
 
@@ -269,12 +291,13 @@ class VideoTask(ClassificationTask):
         return frames.permute(1, 2, 3, 0).contiguous().numpy()
 
     def analysis_inputs(self, paths, cfg, size, clip_len=None):
-        """One centre clip of each video (the middle of the video, the centre crop)."""
+        """One centre clip of each video (the middle of the video, the centre crop); each shown
+        item is ``(frames (T, H, W, 3) uint8, the frames' indices in the video)``."""
         from gcnet.data.video import load_video_views
 
         data = self._analysis_data(cfg, size, clip_len, ".")
         clips = torch.cat([load_video_views(p, data, (1, 1)) for p in paths])  # (N, C, T, H, W)
-        return clips, [self._shown(c, data) for c in clips]
+        return clips, [(self._shown(c, data), _clip_frame_ids(p, data)) for p, c in zip(paths, clips)]
 
     def plot_attention(self, shown, records, index, out_dir, stem, queries) -> list[str]:
         """The attention over T x H x W as a strip of frames (PNG, one row per stage) and an

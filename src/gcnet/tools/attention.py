@@ -165,11 +165,15 @@ def query_independence(record: BlockRecord) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in out.items()}
 
 
-def image_batch(paths: list[str], size: int, data_cfg=None):
+def image_batch(paths: list[str], size: int, data_cfg=None, crop: bool = True):
     """(normalised batch, list of uint8 HxWx3 arrays as shown) for image files: resized and
     centre-cropped to ``size`` (``data_cfg['image_size']`` if given), normalised with the
-    data's (or ImageNet's) mean and std."""
+    data's (or ImageNet's) mean and std. ``crop=False`` keeps the whole image: the short
+    side resized to ``size``, the aspect ratio kept; images of different shapes are padded
+    at the bottom and the right (with the mean colour, 0 once normalised) to the largest
+    height and width, and the shown arrays are the unpadded images."""
     import numpy as np
+    import torch.nn.functional as F
     from torchvision.transforms import v2
 
     from gcnet.data.datasets import load_image
@@ -178,11 +182,14 @@ def image_batch(paths: list[str], size: int, data_cfg=None):
     std = data_cfg["std"] if data_cfg else [0.229, 0.224, 0.225]
     if data_cfg:
         size = data_cfg["image_size"]
-    shown_tf = v2.Compose([v2.ToImage(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    steps = [v2.ToImage(), v2.Resize(size, antialias=True)] + ([v2.CenterCrop(size)] if crop else [])
+    shown_tf = v2.Compose(steps)
     norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
     xs, shown = [], []
     for p in paths:
         img = shown_tf(load_image(p))
         shown.append(np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
         xs.append(norm(img))
+    hmax, wmax = max(x.shape[-2] for x in xs), max(x.shape[-1] for x in xs)
+    xs = [F.pad(x, (0, wmax - x.shape[-1], 0, hmax - x.shape[-2])) for x in xs]
     return torch.stack(xs), shown

@@ -12,7 +12,23 @@ from torch import nn
 
 from gcnet.layers import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
 
-__all__ = ["block_kind", "mean_history", "mean_std", "write_report"]
+__all__ = ["block_kind", "closeness", "mean_history", "mean_std", "write_report"]
+
+# below this mean cosine distance the attention maps of the query positions are the same map
+# up to float rounding: a ratio to it measures the rounding, not the model
+NEAR_ZERO_DISTANCE = 1e-4
+
+
+def closeness(inputs: float, attention: float) -> str:
+    """How much closer to each other the attention maps of the query positions are than the
+    block's inputs, in words: '20.1x closer', or, where the attention distance is ~0 (below
+    :data:`NEAR_ZERO_DISTANCE`), no ratio but both distances ('the same map up to ...')."""
+    if attention < NEAR_ZERO_DISTANCE:
+        return (
+            f"the same map up to float rounding (distance {attention:.1e} against the inputs' "
+            f"{inputs:.4f}: too close to 0 for a meaningful ratio), so far closer"
+        )
+    return f"{inputs / attention:.1f}x closer"
 
 
 def block_kind(model: nn.Module) -> tuple[str, str]:
