@@ -34,7 +34,13 @@ import torch
 import torchvision
 
 from gcnet import create_model
-from gcnet.tools.profiling import load_baseline_block, raise_malloc_thresholds, ratio_stats, round_robin
+from gcnet.tools.profiling import (
+    load_baseline_block,
+    load_baseline_module,
+    raise_malloc_thresholds,
+    ratio_stats,
+    round_robin,
+)
 
 BASE = "resnet50 (gcnet)"
 
@@ -49,7 +55,23 @@ def _swap_blocks(model: torch.nn.Module, cls: type) -> torch.nn.Module:
     return model
 
 
-def _models(baseline_block: str | None, compile_: bool) -> dict[str, torch.nn.Module]:
+def _swap_residual(model: torch.nn.Module, rev: str) -> torch.nn.Module:
+    """The residual blocks of commit REV (their forward: how the residual is added) and its
+    context blocks, fused in place as that commit's backbone set them."""
+    old = load_baseline_module(f"git:{rev}", "src/gcnet/models/resnet.py")
+    _swap_blocks(model, load_baseline_block(f"git:{rev}"))
+    for m in model.modules():
+        for name in ("Bottleneck", "BasicBlock"):
+            if type(m).__name__ == name:
+                m.__class__ = getattr(old, name)
+    for blk in model.context_blocks().values():
+        blk.inplace = True
+    return model
+
+
+def _models(
+    baseline_block: str | None, compile_: bool, baseline_rev: str | None = None
+) -> dict[str, torch.nn.Module]:
     models = {
         BASE: create_model("resnet50"),
         "gc_resnet50 (gcnet)": create_model("gc_resnet50"),
@@ -71,6 +93,13 @@ def _models(baseline_block: str | None, compile_: bool) -> dict[str, torch.nn.Mo
         gc = create_model("gc_resnet50")
         gc.load_state_dict(models["gc_resnet50 (gcnet)"].state_dict())
         models["gc_resnet50 (baseline block)"] = _swap_blocks(gc, load_baseline_block(baseline_block))
+    if baseline_rev:
+        gc = create_model("gc_resnet50")
+        gc.load_state_dict(models["gc_resnet50 (gcnet)"].state_dict())
+        models[f"gc_resnet50 ({baseline_rev})"] = _swap_residual(gc, baseline_rev)
+        plain = create_model("resnet50")
+        plain.load_state_dict(models[BASE].state_dict())
+        models[f"resnet50 ({baseline_rev})"] = _swap_residual(plain, baseline_rev)
     if compile_:
         for k in (BASE, "gc_resnet50 (gcnet)"):
             models[k.replace("(gcnet)", "(compiled)")] = torch.compile(models[k])
@@ -92,6 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layouts", default="contiguous,channels_last")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--baseline-block", default=None, metavar="FILE")
+    ap.add_argument(
+        "--baseline-rev",
+        default=None,
+        metavar="REV",
+        help="add resnet50 / gc_resnet50 with commit REV's residual blocks and context blocks",
+    )
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--blocks-alone", action="store_true", help="also time the 13 blocks alone")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -106,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--cpu-time counts one thread's CPU time: use it with --threads 1")
     timer = time.thread_time if args.cpu_time else time.perf_counter
     torch.manual_seed(0)
-    models = _models(args.baseline_block, args.compile)
+    models = _models(args.baseline_block, args.compile, args.baseline_rev)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
         f"{args.size}x{args.size}, {args.rounds} rounds (ratio = median of per-round ratios), "
@@ -123,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                 m.eval().to(memory_format=fmt)
             with torch.inference_mode():
                 fns = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
-                times = round_robin(fns, args.rounds, 2, timer)
+                times = round_robin(fns, args.rounds, 2, timer, shuffle=True)
             for name in models:
                 print(_row(name, models, times, f"inference b{bs} {layout}"), flush=True)
     for bs in [int(b) for b in args.train_batches.split(",") if b]:

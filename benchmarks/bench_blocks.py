@@ -2,7 +2,7 @@
 GC vs NL vs SNL vs SE, at ResNet stage shapes. Float32 CPU. All numbers from one run.
 
     python benchmarks/bench_blocks.py [--repeats 10] [--shapes 8x256x56x56,...] [--threads N]
-        [--baseline-block FILE] [--skip-family] [--cpu-time]
+        [--baseline-block FILE | git:REV] [--no-peers] [--skip-family] [--cpu-time]
 
 Prints markdown tables: forward and forward+backward time (median, ms), peak memory of the
 tensors each call allocates (MB), ratios against timm (median of per-round ratios, the
@@ -50,10 +50,12 @@ from gcnet.tools.profiling import (
 SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
 
 
-def _peers(c: int, baseline: type | None = None) -> dict[str, torch.nn.Module]:
+def _peers(c: int, baseline: type | None = None, others: bool = True) -> dict[str, torch.nn.Module]:
     peers: dict[str, torch.nn.Module] = {"gcnet": GlobalContextBlock(c, 1 / 16)}
     if baseline is not None:
         peers["gcnet (baseline)"] = baseline(c, 1 / 16)
+    if not others:
+        return peers
     try:
         from timm.layers import GlobalContext
 
@@ -88,20 +90,25 @@ def _measure(m: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str, flo
     }
 
 
-def _peer_table(shapes, repeats: int, baseline: type | None, timer=time.perf_counter) -> None:
+def _peer_table(
+    shapes, repeats: int, baseline: type | None, timer=time.perf_counter, others: bool = True
+) -> None:
+    vs_base = " | fwd vs baseline (spread) | fwd+bwd vs baseline (spread)" if baseline is not None else ""
     print(
         "| shape | copy x ms | impl | fwd ms | fwd/bound | fwd overhead us | fwd vs timm (spread) "
         "| fwd+bwd ms | fwd+bwd/bound | fwd+bwd overhead us | fwd+bwd vs timm (spread) "
-        "| peak MB fwd | peak MB fwd+bwd |"
+        f"| peak MB fwd | peak MB fwd+bwd{vs_base} |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if baseline is not None else "")
+    )
     for shape in shapes:
         x = torch.randn(shape)
-        peers = {k: randomize_(m) for k, m in _peers(shape[1], baseline).items()}
+        peers = {k: randomize_(m) for k, m in _peers(shape[1], baseline, others).items()}
         fns = {"copy": lambda: x.clone()}  # noqa: B023
         for k, m in peers.items():
             fns[f"{k} fwd"], fns[f"{k} fb"] = block_calls(m, x)
-        t = round_robin(fns, repeats, 3, timer)
+        t = round_robin(fns, repeats, 3, timer, shuffle=True)  # no fixed predecessor (cache)
         copy = median(t["copy"])
         bf, bfb = 1.5 * copy, 3.5 * copy
         for k in peers:
@@ -112,12 +119,18 @@ def _peer_table(shapes, repeats: int, baseline: type | None, timer=time.perf_cou
                     "{:.2f}x ({:.2f}..{:.2f})".format(*ratio_stats(t, f"{k} {p}", f"timm {p}"))
                     for p in ("fwd", "fb")
                 )
+            base = ""
+            if baseline is not None:  # per-round ratios against the baseline block, same rounds
+                base = "".join(
+                    " {:.3f} ({:.3f}..{:.3f}) |".format(*ratio_stats(t, f"{k} {p}", f"gcnet (baseline) {p}"))
+                    for p in ("fwd", "fb")
+                )
             fwd_m, fb_m = block_calls(peers[k], x)
             sh = "x".join(map(str, shape))
             print(
                 f"| {sh} | {copy:.2f} | {k} | {f:.2f} | {f / bf:.2f} | {(f - bf) * 1e3:.0f} "
                 f"| {vs[0]} | {fb:.2f} | {fb / bfb:.2f} | {(fb - bfb) * 1e3:.0f} | {vs[1]} "
-                f"| {peak_memory(fwd_m) / 2**20:.1f} | {peak_memory(fb_m) / 2**20:.1f} |",
+                f"| {peak_memory(fwd_m) / 2**20:.1f} | {peak_memory(fb_m) / 2**20:.1f} |{base}",
                 flush=True,
             )
 
@@ -129,7 +142,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--system-malloc", action="store_true")
     ap.add_argument("--skip-family", action="store_true")
-    ap.add_argument("--baseline-block", default=None, metavar="FILE")
+    ap.add_argument(
+        "--baseline-block", default=None, metavar="FILE", help="a context.py, or git:REV for that commit's"
+    )
+    ap.add_argument(
+        "--no-peers", action="store_true", help="leave out timm and mmcv (ours and the baseline only)"
+    )
     ap.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time (needs --threads 1)")
     args = ap.parse_args()
     if not args.system_malloc:
@@ -147,7 +165,8 @@ def main() -> None:
     baseline = load_baseline_block(args.baseline_block) if args.baseline_block else None
     if args.cpu_time and torch.get_num_threads() != 1:
         ap.error("--cpu-time counts one thread's CPU time: use it with --threads 1")
-    _peer_table(shapes, args.repeats, baseline, time.thread_time if args.cpu_time else time.perf_counter)
+    timer = time.thread_time if args.cpu_time else time.perf_counter
+    _peer_table(shapes, args.repeats, baseline, timer, not args.no_peers)
     if args.skip_family:
         return
     print("\n### The family: GC vs SNL vs SE vs NL (ours; ratios vs GC)\n")

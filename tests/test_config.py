@@ -79,3 +79,70 @@ def test_recipe_num_classes_must_agree_with_the_data():
     with pytest.raises(ValueError, match="num_classes=5 but the data gives 7"):
         build_model_from_config(cfg, 7)
     assert build_model_from_config(cfg, 5).fc.out_features == 5
+
+
+def test_config_layer_imports_no_task():
+    """gcnet.config and gcnet.config_schema import nothing of gcnet.tasks (the tasks register
+    their sections; SECTION_LOCATIONS names where to find them)."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "gcnet"
+    for name in ("config.py", "config_schema.py"):
+        tree = ast.parse((src / name).read_text())
+        mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in mods if m.startswith("gcnet.tasks")], (name, mods)
+
+
+def test_a_registered_section_and_task_join_the_defaults_and_checks():
+    """A new task's typed section: its defaults appear, its annotations and ranges are
+    checked, its task check runs for configs that name it."""
+    from dataclasses import dataclass
+
+    from gcnet import config_schema as cs
+    from gcnet.config import validate
+
+    @dataclass
+    class AudioConfig:
+        sample_rate: int = cs.bounded(16000, 1)
+        labels: str | None = None
+
+    seen = []
+    cs.register_section("data.audio", AudioConfig, "audio")
+    cs.register_task("audio", lambda cfg: seen.append(cfg["data"]["audio"]["sample_rate"]))
+    try:
+        cfg = cs.default_config()
+        assert cfg["data"]["audio"] == {"sample_rate": 16000, "labels": None}
+        validate({**cfg, "task": "audio"})
+        assert seen == [16000]
+        with pytest.raises(ConfigError, match=r"data.audio.sample_rate must be a positive integer, got 0"):
+            validate({**cfg, "data": {**cfg["data"], "audio": {"sample_rate": 0, "labels": None}}})
+        with pytest.raises(ConfigError, match=r"data.audio.labels must be a string or null, got 3"):
+            validate({**cfg, "data": {**cfg["data"], "audio": {"sample_rate": 8, "labels": 3}}})
+        assert "audio" in cs.task_names()
+    finally:
+        cs._SECTIONS[:] = [s for s in cs._SECTIONS if s.schema is not AudioConfig]
+        cs._TASKS.pop("audio")
+    assert "audio" not in cs.default_config()["data"]
+
+
+def test_types_come_from_the_annotations():
+    with pytest.raises(ConfigError, match=r"data.seg.classes must be a list or a string or null, got 3"):
+        load_config(None, ["data.seg.classes=3"])
+    with pytest.raises(ConfigError, match=r"eval.scales must be a list of numbers"):
+        load_config(None, ["eval.scales=[a]"])
+    assert load_config(None, ["data.seg.classes=[a, b]", "model.pretrained=torchvision"])
+
+
+def test_an_old_checkpoint_config_takes_the_new_defaults():
+    """A config written before keys existed (verify_images, seg.classes) reads as it trained."""
+    from gcnet.config import fill_defaults, validate
+
+    old = load_config(None, [])
+    del old["data"]["verify_images"], old["data"]["seg"]["classes"], old["eval"]
+    with pytest.raises(ConfigError):
+        validate(old)
+    new = fill_defaults(old)
+    validate(new)
+    assert new["data"]["verify_images"] == "quick" and new["eval"]["mode"] == "whole"

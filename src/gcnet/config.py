@@ -3,7 +3,9 @@
     cfg = load_config("configs/demo_synthetic.yaml", ["optim.lr=0.05", "train.epochs=3"])
 
 Every key of a recipe or override must exist in :data:`DEFAULTS` (except the free-form
-``model.kwargs``); an unknown key is an error that suggests the nearest valid key.
+``model.kwargs``); an unknown key is an error that suggests the nearest valid key. The
+defaults are assembled from the typed sections registered in :mod:`gcnet.config_schema`:
+the core ones, and each task's own beside its code. This module imports no task.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from typing import Any
 
 import yaml
 
-from gcnet.config_schema import check_choice, check_combinations, check_ranges, check_types
+from gcnet.config_schema import (
+    check_choice,
+    check_ranges,
+    check_sections,
+    check_task,
+    check_types,
+    default_config,
+    free_form_keys,
+)
 from gcnet.errors import ConfigError
-from gcnet.tasks import get_task
 
-__all__ = [
+__all__ = [  # noqa: F822  (DEFAULTS: assembled on first use, see __getattr__)
     "DEFAULTS",
     "ConfigError",
     "fill_defaults",
@@ -33,156 +42,30 @@ __all__ = [
     "validate",
 ]
 
-DEFAULTS: dict[str, Any] = {
-    "task": "classification",  # a name in gcnet.tasks.TASKS
-    "model": {
-        "name": "gc_resnet18",
-        "pretrained": False,  # False | "torchvision" | path
-        "kwargs": {},  # free-form overrides for gcnet.create_model
-        # free-form: context blocks put into any model (tv:NAME / timm:NAME included) by
-        # gcnet.add_context_blocks, e.g. {block: gc, after: "preset:resnet:after_1x1:c3-c5",
-        # ratio: 0.0625}; {} = none
-        "context": {},
-    },
-    "data": {
-        # classification: synthetic | imagefolder | cifar10 | cifar100
-        # segmentation: synthetic | cityscapes | voc | ade20k | custom; detection: synthetic | coco
-        # video: synthetic_video | video_list | video_folder | kinetics | rawframes
-        "dataset": "synthetic",
-        "root": None,
-        "train_split": "train",
-        "val_split": "val",
-        "download": False,
-        "image_size": 48,
-        "train_size": 3000,  # synthetic only
-        "val_size": 600,  # synthetic only
-        "seed": 0,  # synthetic only
-        # detection (coco): annotation files and image folders, relative to data.root or absolute;
-        # None: found (annotations/instances_<split>.json, annotations/<split>.json,
-        # <split>/_annotations.coco.json, ...; images in <split>/, images/<split>/, images/)
-        "train_ann": None,
-        "val_ann": None,
-        "train_images": None,
-        "val_images": None,
-        "num_workers": 2,
-        "skip_bad_images": False,
-        # imagefolder: check every image before training (quick: headers + JPEGs at 1/8 scale;
-        # full: a whole decode; off): bad files stop the run up front, or are skipped, counted
-        "verify_images": "quick",
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "augment": {
-            "random_resized_crop": False,
-            "scale": [0.08, 1.0],
-            "hflip": True,
-            "randaugment": False,
-            "mixup": 0.0,
-            "cutmix": 0.0,
-            "eval_crop_ratio": 0.875,
-        },
-        "video": {  # video: clips decoded with PyAV (gcnet.data.video)
-            "train_list": None,  # list / CSV file (relative to data.root); None: the format's default
-            "val_list": None,
-            "filename_tmpl": "img_{:05d}.jpg",  # rawframes
-            "clip_len": 8,  # frames per clip ...
-            "frame_interval": 8,  # ... one every N-th (8x8 sampling)
-            "train_scale": [256, 320],  # short side scaled to a random size in this range
-            "crop_size": 224,  # train crop side
-            "test_scale": 256,  # eval: short side, and the side of the 3 crops
-            "num_clips": 10,  # gcnet eval / predict: clips per video ...
-            "num_crops": 3,  # ... x crops per clip (10 x 3 = 30 views)
-            "val_clips": 1,  # validation inside training: fewer views (1 x 1: one centre clip)
-            "val_crops": 1,
-            "skip_bad_videos": False,  # missing / undecodable clips: skip and count, or stop
-        },
-        "seg": {  # segmentation: mmseg's joint pipeline
-            "scale": None,  # [long, short] edges of the random rescale's base; None = as loaded
-            "ratio_range": [0.5, 2.0],  # null: no random rescale
-            "crop_size": None,  # [h, w] random crop (padded with ignore); None = whole image
-            "cat_max_ratio": 0.75,
-            "photometric": True,
-            "test_scale": None,  # [long, short] keep-ratio resize of eval images; None = as is
-            # your classes (data.dataset=custom; or a voc / ade20k / cityscapes tree relabelled):
-            # a list of names (mask value i = the i-th) or a file (relative to data.root) with
-            # one "name [R G B]" per line; None: <root>/classes.txt (custom), the dataset's own
-            "classes": None,
-            "palette": None,  # [[R, G, B], ...] one per class; None: classes.txt's or VOC's colour map
-            "ignore_index": 255,  # the mask value that counts nowhere (as stored in the files)
-            "reduce_zero_label": False,  # custom: label 0 -> ignore, k -> k-1 (ADE20K-style masks)
-            # custom: folders relative to data.root ("{split}" replaced; None: found), file suffixes,
-            # split lists (one stem per line; None: the folders' own split subfolders)
-            "img_dir": None,
-            "ann_dir": None,
-            "img_suffix": None,  # None: .jpg .jpeg .png .bmp .tif .tiff .webp
-            "seg_map_suffix": ".png",
-            "train_list": None,
-            "val_list": None,
-        },
-    },
-    "eval": {  # segmentation inference
-        "mode": "whole",  # whole | slide
-        "crop_size": None,  # [h, w] windows for slide
-        "stride": None,  # [h, w]
-        "scales": [1.0],  # multi-scale: e.g. [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-        "flip": False,
-        "batch_size": 1,
-    },
-    "optim": {
-        "name": "sgd",  # sgd | adamw
-        "lr": 0.1,  # for the reference batch size below (linear scaling rule)
-        "ref_batch_size": 256,
-        "momentum": 0.9,
-        "nesterov": False,
-        "weight_decay": 1e-4,
-        "no_decay_norm_bias": True,
-        "betas": [0.9, 0.999],
-    },
-    "sched": {
-        "name": "cosine",  # cosine | step | poly | constant
-        "warmup_epochs": 0.0,
-        "warmup_iters": 0,  # if > 0, overrides warmup_epochs (detection: 500)
-        "warmup_factor": 0.1,
-        "milestones": [],  # epochs, for step
-        "gamma": 0.1,
-        "min_lr": 0.0,
-        "power": 0.9,  # poly
-    },
-    "train": {
-        "epochs": 5,
-        "max_iters": None,  # iteration budget (segmentation recipes); overrides epochs
-        "batch_size": 64,  # global batch (split across DDP ranks)
-        "label_smoothing": 0.0,
-        "aux_loss_weight": 0.4,  # segmentation auxiliary head
-        "clip_grad": None,
-        "amp": "none",  # none | bf16 | fp16
-        "channels_last": False,
-        "compile": False,
-        "ema": False,
-        "ema_decay": 0.999,
-        "sync_bn": False,
-        "seed": 0,
-        "device": "auto",  # auto | cpu | cuda
-        "eval_every": 1,
-        "checkpoint_every_epochs": 1,  # write last.pth after every N-th epoch (and the last)
-        "checkpoint_every": None,  # also write last.pth every N steps inside an epoch
-        "checkpoint_every_minutes": None,  # ... and / or every M minutes
-        "skip_nonfinite_steps": 0,  # skip up to N steps with a non-finite loss (0: stop at the first)
-    },
-    "output": {
-        "dir": "runs/default",
-        "tensorboard": False,
-        "plot": True,
-    },
-}
 
-_FREE_FORM = ("model.kwargs", "model.context")
+def __getattr__(name: str) -> Any:
+    """``DEFAULTS``: every registered section's defaults (:mod:`gcnet.config_schema`),
+    assembled on first use (PEP 562)."""
+    if name == "DEFAULTS":
+        global _DEFAULTS
+        if _DEFAULTS is None:
+            _DEFAULTS = default_config()
+        return _DEFAULTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def _defaults() -> dict[str, Any]:
+    return __getattr__("DEFAULTS")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key not in _FREE_FORM and v:
+        if isinstance(v, Mapping) and key not in free_form_keys() and v:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
@@ -190,7 +73,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _suggest(key: str) -> str:
-    valid = list(flatten(DEFAULTS))
+    valid = list(flatten(_defaults()))
     near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     if not near:  # maybe only the last part is misspelt or misplaced
         leaf = key.rsplit(".", 1)[-1]
@@ -206,7 +89,7 @@ def merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> 
         if k not in out:
             full = f"{key}.{next(iter(flatten(v)))}" if isinstance(v, Mapping) and v else key
             raise ConfigError(f"unknown config key {full!r}{_suggest(full)}")
-        if key in _FREE_FORM:
+        if key in free_form_keys():
             if not isinstance(v, Mapping):
                 raise ConfigError(f"{key} must be a mapping, got {v!r}")
             out[k] = {**out[k], **v}
@@ -223,7 +106,7 @@ def fill_defaults(cfg: Mapping[str, Any], defaults: Mapping[str, Any] | None = N
     """A copy of ``cfg`` with every key it lacks taken from :data:`DEFAULTS`: the config of a
     checkpoint written before a key existed reads as it trained (the default is the behaviour
     the key was added with)."""
-    defaults = DEFAULTS if defaults is None else defaults
+    defaults = _defaults() if defaults is None else defaults
     out = copy.deepcopy(dict(cfg))
     for k, v in defaults.items():
         if k not in out:
@@ -245,7 +128,7 @@ def parse_override(item: str) -> dict[str, Any]:
         raise ConfigError(f"cannot parse the value of {key!r}: {e}") from None
     parts = key.split(".")
     # model.kwargs.ratio=0.25 -> a free-form entry
-    for free in _FREE_FORM:
+    for free in free_form_keys():
         fparts = free.split(".")
         if parts[: len(fparts)] == fparts and len(parts) > len(fparts):
             inner: Any = value
@@ -291,7 +174,7 @@ def load_config(
     """Defaults <- ``base`` <- YAML file at ``path`` <- dotted ``overrides``, validated
     (``check=False``: not yet, for a caller that merges more sources first and then calls
     :func:`validate` once)."""
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg = copy.deepcopy(_defaults())
     if base:
         cfg = merge(cfg, base)
     if path is not None:
@@ -317,26 +200,19 @@ def load_config(
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Check a merged config (types, ranges, the task's own checks, combinations); raise
-    :class:`ConfigError` naming the key, the value and what is allowed."""
+    """Check a merged config (types, ranges, each section's combinations, the task's own
+    checks); raise :class:`ConfigError` naming the key, the value and what is allowed."""
     flat = flatten(cfg)
-    check_types(flat, flatten(DEFAULTS))
+    check_types(flat)
     check_ranges(flat)
-    check_combinations(cfg)
-    get_task(cfg["task"]).validate(cfg)
+    check_sections(cfg)
+    check_task(cfg)
     _check_external_model(cfg["model"])
     check_choice(cfg, "optim.name", ("sgd", "adamw"))
     check_choice(cfg, "sched.name", ("cosine", "step", "poly", "constant"))
-    mi = cfg["train"]["max_iters"]
-    if mi is not None and (not isinstance(mi, int) or mi < 1):
-        raise ConfigError(f"train.max_iters must be a positive integer or null, got {mi!r}")
     check_choice(cfg, "train.amp", ("none", "bf16", "fp16"))
     check_choice(cfg, "data.verify_images", ("quick", "full", "off", False, True))
     check_choice(cfg, "train.device", ("auto", "cpu", "cuda"))
-    for key in ("train.epochs", "train.batch_size"):
-        v = flatten(cfg)[key]
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {v!r}")
 
 
 def _check_external_model(m: Mapping[str, Any]) -> None:

@@ -1,87 +1,230 @@
-"""Types, ranges and combinations of the config keys, checked when a config is built so that a
-bad value is one named error before any data is read or any file is written.
+"""The config's schema: typed sections, each a dataclass registered by the code that owns it,
+and the checks of types, ranges and combinations that make a bad value one named error before
+any data is read or any file is written.
 
-A key's type is its default's (:data:`gcnet.config.DEFAULTS`) unless :data:`TYPES` says
-otherwise; :data:`RANGES` bounds the numbers. Every error names the key, the value and what
-is allowed.
+The core sections (``task``, ``model``, ``data``, ``optim``, ``sched``, ``train``,
+``output``) are declared here; each task declares its own (``data.video``, ``data.seg``,
+``eval``, ``data.augment``, the COCO paths under ``data``) beside its code with
+:func:`register_section`, and its checks of a config that names it with
+:func:`register_task`. Nothing here imports a task: the first use of the registry imports the
+modules named in :data:`SECTION_LOCATIONS` (as mmengine's registries import their
+``locations``), whose import registers what they own. The defaults
+(:func:`gcnet.config.DEFAULTS`) are assembled from the registered sections.
+
+A key's allowed types come from its field's annotation (``str | None``: a string or null;
+``float``: any number), its range from the field's metadata (:func:`bounded`). Every error
+names the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import importlib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gcnet.errors import ConfigError
 
-__all__ = ["TYPES", "RANGES", "check_choice", "check_combinations", "check_ranges", "check_types"]
+__all__ = [
+    "SECTION_LOCATIONS",
+    "Section",
+    "bounded",
+    "check_choice",
+    "check_ranges",
+    "check_sections",
+    "check_task",
+    "check_types",
+    "default_config",
+    "free_form_keys",
+    "register_section",
+    "register_task",
+    "task_names",
+]
 
-NUMBER, INT, BOOL, STR, LIST, NONE = "number", "integer", "boolean", "string", "list", "null"
+NUMBER, INT, BOOL, STR, LIST, MAPPING, NONE = (
+    "number",
+    "integer",
+    "boolean",
+    "string",
+    "list",
+    "mapping",
+    "null",
+)
 
-#: keys whose values may take more than their default's type
-TYPES: dict[str, tuple[str, ...]] = {
-    "model.pretrained": (BOOL, STR),
-    "data.root": (STR, NONE),
-    "data.verify_images": (STR, BOOL),  # YAML reads a bare off as false
-    "data.seg.scale": (LIST, NONE),
-    "data.seg.ratio_range": (LIST, NONE),
-    "data.seg.crop_size": (LIST, NONE),
-    "data.seg.test_scale": (LIST, NONE),
-    "data.video.train_list": (STR, NONE),
-    "data.video.val_list": (STR, NONE),
-    "eval.crop_size": (LIST, NONE),
-    "eval.stride": (LIST, NONE),
-    "train.max_iters": (INT, NONE),
-    "train.clip_grad": (NUMBER, NONE),
-    "train.checkpoint_every": (INT, NONE),
-    "train.checkpoint_every_minutes": (NUMBER, NONE),
-}
+#: modules whose import registers the sections and tasks beyond the core ones
+SECTION_LOCATIONS: list[str] = ["gcnet.tasks"]
 
-#: (low, high, low inclusive, high inclusive); None: unbounded
-RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "data.image_size": (8, None, True, True),
-    "data.train_size": (1, None, True, True),
-    "data.val_size": (1, None, True, True),
-    "data.num_workers": (0, None, True, True),
-    "data.augment.mixup": (0, None, True, True),
-    "data.augment.cutmix": (0, None, True, True),
-    "data.augment.eval_crop_ratio": (0, 1, False, True),
-    "data.seg.cat_max_ratio": (0, 1, False, True),
-    "data.video.clip_len": (1, None, True, True),
-    "data.video.frame_interval": (1, None, True, True),
-    "data.video.crop_size": (8, None, True, True),
-    "data.video.test_scale": (8, None, True, True),
-    "data.video.num_clips": (1, None, True, True),
-    "data.video.num_crops": (1, 3, True, True),
-    "data.video.val_clips": (1, None, True, True),
-    "data.video.val_crops": (1, 3, True, True),
-    "eval.batch_size": (1, None, True, True),
-    "optim.lr": (0, None, False, True),
-    "optim.ref_batch_size": (1, None, True, True),
-    "optim.momentum": (0, 1, True, False),
-    "optim.weight_decay": (0, None, True, True),
-    "sched.warmup_epochs": (0, None, True, True),
-    "sched.warmup_iters": (0, None, True, True),
-    "sched.warmup_factor": (0, 1, False, True),
-    "sched.gamma": (0, None, False, True),
-    "sched.min_lr": (0, None, True, True),
-    "sched.power": (0, None, False, True),
-    "train.epochs": (1, None, True, True),
-    "train.max_iters": (1, None, True, True),
-    "train.batch_size": (1, None, True, True),
-    "train.label_smoothing": (0, 1, True, False),
-    "train.aux_loss_weight": (0, None, True, True),
-    "train.clip_grad": (0, None, True, True),  # 0 / null: off
-    "train.ema_decay": (0, 1, False, False),
-    "train.eval_every": (1, None, True, True),
-    "train.checkpoint_every_epochs": (1, None, True, True),
-    "train.checkpoint_every": (1, None, True, True),
-    "train.checkpoint_every_minutes": (0, None, False, True),
-    "train.skip_nonfinite_steps": (0, None, True, True),
-}
+
+def bounded(default: Any, lo: float | None = None, hi: float | None = None, lo_in: bool = True,
+            hi_in: bool = True, **kw: Any) -> Any:  # fmt: skip
+    """A dataclass field whose numbers must lie between ``lo`` and ``hi`` (``None``:
+    unbounded; ``lo_in`` / ``hi_in``: the bound itself allowed)."""
+    return field(default=default, metadata={"range": (lo, hi, lo_in, hi_in)}, **kw)
+
+
+def free_form(**kw: Any) -> Any:
+    """A mapping field whose keys are not checked (``model.kwargs``)."""
+    return field(default_factory=dict, metadata={"free_form": True}, **kw)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A config section: the dotted ``path`` of a mapping (``""``: the top level), its typed
+    fields (``schema``, a dataclass; fields of sections registered at the same path are
+    merged), who owns it (``"core"`` or a task name) and an optional ``check(cfg)`` of
+    combinations of its values, run on every config."""
+
+    path: str
+    schema: type
+    owner: str = "core"
+    check: Callable[[Mapping[str, Any]], None] | None = None
+
+
+_SECTIONS: list[Section] = []
+_TASKS: dict[str, Callable[[Mapping[str, Any]], None]] = {}
+_loaded = False
+
+
+def register_section(path: str, schema: type, owner: str = "core",
+                     check: Callable[[Mapping[str, Any]], None] | None = None) -> type:  # fmt: skip
+    """Add ``schema`` (a dataclass) at ``path``; returns ``schema`` (usable as a decorator's
+    body). Registering the same (path, schema) twice is a no-op."""
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"register_section({path!r}): {schema!r} is not a dataclass")
+    sec = Section(path, schema, owner, check)
+    if not any(s.path == path and s.schema is schema for s in _SECTIONS):
+        _SECTIONS.append(sec)
+    return schema
+
+
+def register_task(name: str, validate: Callable[[Mapping[str, Any]], None]) -> None:
+    """The checks of a config whose ``task`` is ``name`` (its dataset choices, its keys)."""
+    _TASKS[name] = validate
+
+
+def _registry() -> list[Section]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for location in SECTION_LOCATIONS:
+            importlib.import_module(location)
+    return _SECTIONS
+
+
+def task_names() -> tuple[str, ...]:
+    _registry()
+    return tuple(_TASKS)
+
+
+def check_task(cfg: Mapping[str, Any]) -> None:
+    """``task`` names a registered task; that task's checks of the config."""
+    _registry()
+    name = cfg.get("task")
+    if not isinstance(name, str) or name not in _TASKS:
+        raise ConfigError(f"task must be one of {tuple(_TASKS)}, got {name!r}")
+    _TASKS[name](cfg)
+
+
+# -- defaults, types and ranges from the sections --------------------------------------------
+def _fields(schema: type, prefix: str):
+    """(dotted key, field, resolved type) of a dataclass, nested dataclasses flattened."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _fields(hint, key + ".")
+        else:
+            yield key, f, hint
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _as_dict(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(schema):
+        hint = hints[f.name]
+        out[f.name] = _as_dict(hint) if dataclasses.is_dataclass(hint) else _plain(_default(f))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Defaults as YAML has them: tuples as lists."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def default_config() -> dict[str, Any]:
+    """Every registered section's defaults, one nested dict (a fresh copy each call)."""
+    out: dict[str, Any] = {}
+    for sec in _registry():
+        node = out
+        for part in [p for p in sec.path.split(".") if p]:
+            node = node.setdefault(part, {})
+        node.update(_as_dict(sec.schema))
+    return out
+
+
+def _kinds(hint: Any) -> tuple[str, ...]:
+    """The kinds of values a field's annotation allows."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(k for arg in typing.get_args(hint) for k in _kinds(arg))
+    if hint is type(None):
+        return (NONE,)
+    if hint is Any:
+        return ()
+    base = origin or hint
+    if base is bool:
+        return (BOOL,)
+    if base is int:
+        return (INT,)
+    if base is float:
+        return (NUMBER,)
+    if base is str:
+        return (STR,)
+    if base in (list, tuple):
+        return (LIST,)
+    if base in (dict, Mapping):
+        return (MAPPING,)
+    return ()
+
+
+def _numbers_list(hint: Any) -> bool:
+    """``list[float]`` / ``list[int]`` (or with ``| None``)."""
+    for arg in (
+        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    ):
+        if typing.get_origin(arg) in (list, tuple) and all(a in (int, float) for a in typing.get_args(arg)):
+            return True
+    return False
+
+
+def _specs() -> dict[str, tuple[tuple[str, ...], Any, dataclasses.Field]]:
+    out = {}
+    for sec in _registry():
+        prefix = f"{sec.path}." if sec.path else ""
+        for key, f, hint in _fields(sec.schema, prefix):
+            out[key] = (_kinds(hint), hint, f)
+    return out
+
+
+def free_form_keys() -> tuple[str, ...]:
+    """The keys whose mappings are not checked key by key (``model.kwargs``, ``model.context``)."""
+    return tuple(k for k, (_, _, f) in _specs().items() if f.metadata.get("free_form"))
 
 
 _ARTICLE = {NUMBER: "a number", INT: "an integer", BOOL: "true or false", STR: "a string", LIST: "a list",
-            NONE: "null"}  # fmt: skip
+            MAPPING: "a mapping", NONE: "null"}  # fmt: skip
 
 
 def check_choice(cfg: Mapping[str, Any], key: str, choices) -> None:
@@ -106,40 +249,37 @@ def _kind(value: Any) -> str:
         return STR
     if isinstance(value, list | tuple):
         return LIST
+    if isinstance(value, Mapping):
+        return MAPPING
     return type(value).__name__
 
 
 def _fits(value: Any, allowed: tuple[str, ...]) -> bool:
     kind = _kind(value)
-    return kind in allowed or (kind == INT and NUMBER in allowed)
+    return not allowed or kind in allowed or (kind == INT and NUMBER in allowed)
 
 
-def _expected(key: str, default: Any) -> tuple[str, ...]:
-    if key in TYPES:
-        return TYPES[key]
-    kind = _kind(default)
-    return (NUMBER,) if kind == NUMBER else (kind,)
-
-
-def check_types(flat: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-    """Every value of the flattened config has its key's type."""
-    for key, default in defaults.items():
-        if key not in flat or default is None and key not in TYPES:
-            continue
-        allowed = _expected(key, default)
+def check_types(flat: Mapping[str, Any]) -> None:
+    """Every value of the flattened config has its field's type."""
+    for key, (allowed, hint, _) in _specs().items():
+        if key not in flat:
+            raise ConfigError(f"the config has no key {key} (written before it existed? "
+                              "gcnet.config.fill_defaults adds the defaults)")  # fmt: skip
         value = flat[key]
         if not _fits(value, allowed):
             names = " or ".join(_ARTICLE.get(a, a) for a in allowed)
             raise ConfigError(f"{key} must be {names}, got {value!r}")
-        if _kind(value) == LIST and _kind(default) == LIST and default and all(_kind(v) in (INT, NUMBER)
-                                                                             for v in default):  # fmt: skip
-            bad = [v for v in value if _kind(v) not in (INT, NUMBER)]
-            if bad:
+        if _kind(value) == LIST and _numbers_list(hint):
+            if [v for v in value if _kind(v) not in (INT, NUMBER)]:
                 raise ConfigError(f"{key} must be a list of numbers, got {value!r}")
 
 
 def check_ranges(flat: Mapping[str, Any]) -> None:
-    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+    """Every number lies in its field's range (:func:`bounded`)."""
+    for key, (_, _, f) in _specs().items():
+        if "range" not in f.metadata:
+            continue
+        lo, hi, lo_in, hi_in = f.metadata["range"]
         value = flat.get(key)
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
@@ -156,23 +296,127 @@ def check_ranges(flat: Mapping[str, Any]) -> None:
             raise ConfigError(f"{key} must be {want}, got {value!r}")
 
 
-def check_combinations(cfg: Mapping[str, Any]) -> None:
-    """Values that are fine alone but not together."""
+def check_sections(cfg: Mapping[str, Any]) -> None:
+    """Each section's own check of combinations of its values, every section on every config
+    (a key of another task's section is still checked)."""
+    for sec in _registry():
+        if sec.check is not None:
+            sec.check(cfg)
+
+
+def pair_of_positive_ints(key: str, value: Any) -> None:
+    """``[h, w]`` of positive integers (or null)."""
+    if value is not None and (len(value) != 2 or any(not isinstance(v, int) or v < 1 for v in value)):
+        raise ConfigError(f"{key} must be two positive integers [h, w], got {value!r}")
+
+
+# -- the core sections -------------------------------------------------------------------------
+@dataclass
+class RootConfig:
+    task: str = "classification"  # a registered task (gcnet.tasks.TASKS)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "gc_resnet18"
+    pretrained: bool | str = False  # False | "torchvision" | path
+    kwargs: dict[str, Any] = free_form()  # free-form overrides for gcnet.create_model
+    # free-form: context blocks put into any model (tv:NAME / timm:NAME included) by
+    # gcnet.add_context_blocks, e.g. {block: gc, after: "preset:resnet:after_1x1:c3-c5",
+    # ratio: 0.0625}; {} = none
+    context: dict[str, Any] = free_form()
+
+
+@dataclass
+class DataConfig:
+    # classification: synthetic | imagefolder | cifar10 | cifar100
+    # segmentation: synthetic | far_key | cityscapes | voc | ade20k | custom; detection: synthetic | coco
+    # video: synthetic_video | video_list | video_folder | kinetics | rawframes
+    dataset: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    download: bool = False
+    image_size: int = bounded(48, 8)
+    train_size: int = bounded(3000, 1)  # synthetic only
+    val_size: int = bounded(600, 1)  # synthetic only
+    seed: int = 0  # synthetic only
+    num_workers: int = bounded(2, 0)
+    skip_bad_images: bool = False
+    # imagefolder: check every image before training (quick: headers + JPEGs at 1/8 scale;
+    # full: a whole decode; off): bad files stop the run up front, or are skipped, counted
+    verify_images: str | bool = "quick"  # YAML reads a bare off as false
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+def _check_data(cfg: Mapping[str, Any]) -> None:
     d = cfg["data"]
-    e = cfg["eval"]
-    pairs = (("data.seg.crop_size", d["seg"]["crop_size"]), ("eval.crop_size", e["crop_size"]),
-             ("eval.stride", e["stride"]), ("data.seg.scale", d["seg"]["scale"]))  # fmt: skip
-    for key, value in pairs:
-        if value is not None and (len(value) != 2 or any(not isinstance(v, int) or v < 1 for v in value)):
-            raise ConfigError(f"{key} must be two positive integers [h, w], got {value!r}")
-    scale = d["augment"]["scale"]
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-        raise ConfigError(f"data.augment.scale must be [low, high] with 0 < low <= high <= 1, got {scale!r}")
-    rr = d["seg"]["ratio_range"]
-    if rr is not None and (len(rr) != 2 or not 0 < rr[0] <= rr[1]):
-        raise ConfigError(f"data.seg.ratio_range must be [low, high] with 0 < low <= high, got {rr!r}")
     for key in ("mean", "std"):
         if len(d[key]) != 3:
             raise ConfigError(f"data.{key} must hold 3 numbers (R, G, B), got {d[key]!r}")
     if any(v <= 0 for v in d["std"]):
         raise ConfigError(f"data.std must be positive, got {d['std']!r}")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = bounded(0.1, 0, lo_in=False)  # for the reference batch size below (linear scaling rule)
+    ref_batch_size: int = bounded(256, 1)
+    momentum: float = bounded(0.9, 0, 1, hi_in=False)
+    nesterov: bool = False
+    weight_decay: float = bounded(1e-4, 0)
+    no_decay_norm_bias: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SchedConfig:
+    name: str = "cosine"  # cosine | step | poly | constant
+    warmup_epochs: float = bounded(0.0, 0)
+    warmup_iters: int = bounded(0, 0)  # if > 0, overrides warmup_epochs (detection: 500)
+    warmup_factor: float = bounded(0.1, 0, 1, lo_in=False)
+    milestones: list[float] = field(default_factory=list)  # epochs, for step
+    gamma: float = bounded(0.1, 0, lo_in=False)
+    min_lr: float = bounded(0.0, 0)
+    power: float = bounded(0.9, 0, lo_in=False)  # poly
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = bounded(5, 1)
+    max_iters: int | None = bounded(None, 1)  # iteration budget (segmentation recipes); overrides epochs
+    batch_size: int = bounded(64, 1)  # global batch (split across DDP ranks)
+    label_smoothing: float = bounded(0.0, 0, 1, hi_in=False)
+    aux_loss_weight: float = bounded(0.4, 0)  # segmentation auxiliary head
+    clip_grad: float | None = bounded(None, 0)  # 0 / null: off
+    amp: str = "none"  # none | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = bounded(0.999, 0, 1, lo_in=False, hi_in=False)
+    sync_bn: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    eval_every: int = bounded(1, 1)
+    checkpoint_every_epochs: int = bounded(1, 1)  # write last.pth after every N-th epoch (and the last)
+    checkpoint_every: int | None = bounded(None, 1)  # also write last.pth every N steps inside an epoch
+    checkpoint_every_minutes: float | None = bounded(None, 0, lo_in=False)  # ... and / or every M minutes
+    skip_nonfinite_steps: int = bounded(
+        0, 0
+    )  # skip up to N steps with a non-finite loss (0: stop at the first)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/default"
+    tensorboard: bool = False
+    plot: bool = True
+
+
+for _path, _schema, _check in (("", RootConfig, None), ("model", ModelConfig, None),
+                               ("data", DataConfig, _check_data), ("optim", OptimConfig, None),
+                               ("sched", SchedConfig, None), ("train", TrainConfig, None),
+                               ("output", OutputConfig, None)):  # fmt: skip
+    register_section(_path, _schema, "core", _check)

@@ -109,8 +109,10 @@ def test_missing_files_list_the_paths_looked_for(tmp_path):
 
 
 def test_config_checks():
-    with pytest.raises(ConfigError, match="data.train_ann must be a path"):
+    with pytest.raises(ConfigError, match="data.train_ann must be a string or null, got 3"):
         _cfg("x", "data.train_ann=3")
+    with pytest.raises(ConfigError, match="data.train_ann must be a path"):
+        _cfg("x", "data.train_ann=''")
     with pytest.raises(ConfigError, match="data.root is required for data.dataset=coco"):
         _cfg(None, "data.train_ann=a.json")
     _cfg(None, "data.train_ann=/a.json", "data.val_ann=/b.json")  # no root needed

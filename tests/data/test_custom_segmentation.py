@@ -116,9 +116,9 @@ def test_classes_file_annotations_folder_and_suffixes(tmp_path):
     from gcnet.tasks import get_task
 
     task, cfg = get_task("segmentation"), _cfg(root, "data.seg.seg_map_suffix=_mask.png")
-    assert task._palette(cfg, 3).tolist() == PALETTE
+    assert task.reporting._palette(cfg, 3).tolist() == PALETTE
     os.remove(root / "classes.txt")
-    assert task._palette(cfg, 3).tolist() == color_palette(3).tolist()
+    assert task.reporting._palette(cfg, 3).tolist() == color_palette(3).tolist()
 
 
 def test_split_lists_explicit_folders_and_ade_names(tmp_path):

@@ -298,3 +298,89 @@ def test_bad_input():
         blk(torch.randn(2, 16))
     with pytest.raises(ValueError, match="6D"):
         blk(torch.randn(1, 16, 2, 2, 2, 2))
+
+
+def _private_torch_uses(path) -> set[str]:
+    """Dotted torch names that ``path`` imports, reads or getattr()s and that are private torch
+    APIs: ``torch._*`` (dunders aside: ``torch._C``, ``torch._softmax_backward_data``, ...) or
+    ``torch.ops.aten.*`` (ATen's internal op namespace)."""
+    import ast
+
+    tree = ast.parse(path.read_text(), str(path))
+    aliases: dict[str, str] = {}
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "torch":
+                    used.add(a.name)
+                    aliases[a.asname or "torch"] = a.name if a.asname else "torch"
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "torch":
+            for a in node.names:
+                used.add(f"{node.module}.{a.name}")
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+
+    def dotted(node):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id in aliases:
+            return ".".join([aliases[node.id], *reversed(parts)])
+        return None
+
+    for node in ast.walk(tree):
+        name = dotted(node) if isinstance(node, ast.Attribute) else None
+        if name:
+            used.add(name)
+        if (  # getattr(torch._C, "...") / getattr(torch, "_name", ...)
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            arg = node.args[0]
+            base = dotted(arg) or (aliases.get(arg.id) if isinstance(arg, ast.Name) else None)
+            if base:
+                used.add(f"{base}.{node.args[1].value}")
+
+    def private(name: str) -> bool:
+        parts = name.split(".")
+        top = parts[1] if len(parts) > 1 else ""
+        return name.startswith("torch.ops.aten") or (top.startswith("_") and not top.endswith("__"))
+
+    return {n for n in used if private(n)}
+
+
+def test_no_private_torch_api_in_the_package():
+    """Public torch APIs only (issue 24): no ``torch._*`` (``torch._C``,
+    ``torch._softmax_backward_data``, ...) and no ``torch.ops.aten`` anywhere in ``src/gcnet``,
+    imported, read or through getattr (the checker is checked below on the old calls)."""
+    from pathlib import Path
+
+    import gcnet
+
+    root = Path(gcnet.__file__).parent
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        bad = _private_torch_uses(path)
+        if bad:
+            found[rel] = sorted(bad)
+    assert not found, f"private torch APIs used: {found}"
+
+
+def test_private_torch_checker_catches_the_old_calls(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import torch\nimport torch.nn.functional as F\nfrom torch import ops\n"
+        "a = torch._softmax_backward_data\nb = torch.ops.aten.native_layer_norm_backward\n"
+        "c = getattr(torch._C, '_is_any_autocast_enabled', None)\nd = F._canonical_mask\n"
+        "e = torch.softmax\nf = torch.__version__\ng = getattr(torch, '_foo')\nh = ops.aten.add\n"
+    )
+    got = _private_torch_uses(src)
+    assert {"torch._softmax_backward_data", "torch.ops.aten.native_layer_norm_backward", "torch._C",
+            "torch._C._is_any_autocast_enabled", "torch._foo", "torch.ops.aten.add"} <= got  # fmt: skip
+    assert not {"torch.softmax", "torch.__version__"} & got

@@ -282,13 +282,16 @@ def _swap_blocks(model, make):
     return model
 
 
+@pytest.mark.parametrize("position", ["after_1x1", "after_add"])
 @pytest.mark.parametrize("fusion,pooling", [("add", "att"), ("mul", "avg"), (("add", "mul"), "att")])
-def test_inplace_fusion_in_inference_is_exact(fusion, pooling):
-    """Backbones let their blocks fuse in place without grad (add_, mul_, addcmul): the
-    same numbers as the block's formula applied out of place."""
-    m = create_model("gc_resnet18_r4", fusion=fusion, pooling=pooling, num_classes=4)
+def test_inplace_fusion_in_inference_is_exact(fusion, pooling, position):
+    """Backbones let their blocks fuse in place without grad (add_, mul_, addcmul) where the
+    block's input is the residual sum, a temporary (after_add); before the add (after_1x1)
+    the input is bn3's output, which a hook may hold, and the block fuses out of place. Both:
+    the same numbers as the block's formula applied out of place."""
+    m = create_model("gc_resnet18_r4", fusion=fusion, pooling=pooling, num_classes=4, position=position)
     m = randomize_(m, 0.1).eval()
-    assert all(b.inplace for b in m.context_blocks().values())
+    assert all(b.inplace == (position == "after_add") for b in m.context_blocks().values())
     ref = _swap_blocks(copy.deepcopy(m), _ReferenceGC)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -307,3 +310,42 @@ def test_standalone_block_never_modifies_its_input():
     with torch.no_grad():
         blk(x)
     assert torch.equal(x, x0)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_forward_hooks_fire_and_see_unmutated_outputs(grad):
+    """Grad-CAM / feature extraction: a forward hook on every submodule of a GC Bottleneck
+    fires (the context block's pool conv, transform convs and LayerNorm included, on its fused
+    one-node path too), and bn3's hook holds bn3's own output: the residual add and the
+    block's fusion do not write into it afterwards (inference and training)."""
+    m = randomize_(create_model("gc_resnet50", num_classes=4), 0.1).eval()
+    blk = m.layer3[1]
+    assert blk.context_block is not None and blk.position == "after_1x1"
+    seen: dict[str, tuple] = {}
+    names = [n for n, _ in blk.named_modules() if n]
+    inner = ["pool.conv_mask", "transform_add.conv_in", "transform_add.norm", "transform_add.conv_out"]
+    assert {"bn3", *(f"context_block.{n}" for n in inner)} <= set(names)
+
+    def keep(name):
+        def hook(mod, args, out):
+            seen.setdefault(name, (args[0].detach().clone(), out))
+
+        return hook
+
+    handles = [blk.get_submodule(n).register_forward_hook(keep(n)) for n in names]
+    x = torch.randn(2, 1024, 14, 14).clamp_min(0)  # a ReLU output, as in the network
+    with torch.set_grad_enabled(grad):
+        y = blk(x.requires_grad_(grad))
+    for h in handles:
+        h.remove()
+    missing = [n for n in names if n not in seen]
+    assert not missing, f"forward hooks did not fire: {missing}"
+    bn3_in, bn3_out = seen["bn3"]
+    with torch.no_grad():
+        torch.testing.assert_close(bn3_out.detach(), blk.bn3(bn3_in), rtol=0, atol=0)
+        gc_in, gc_out = seen["context_block"]
+        torch.testing.assert_close(gc_out.detach(), blk.context_block(gc_in), rtol=0, atol=0)
+        assert torch.equal(gc_in, bn3_out)  # the block's input is bn3's, unchanged
+    if grad:  # Grad-CAM: the hooked bn3 output is in the graph
+        (g,) = torch.autograd.grad(y.sum(), bn3_out)
+        assert g.shape == bn3_out.shape and g.abs().sum() > 0

@@ -272,3 +272,33 @@ def test_tiny_demo_segmentors_and_head_options_that_no_block_reads():
             gcnet.create_model(name, **kw)
     with pytest.raises(ValueError, match="no pretrained weights"):
         gcnet.create_model("fcn_tiny_s4", pretrained="torchvision")
+
+
+def test_pretrained_resolves_to_one_named_case(tmp_path):
+    """create_segmentor's ``pretrained``: each accepted value names one SegWeights case (a
+    path is read to tell a backbone, ours and mmseg's apart); anything else is one line."""
+    from mmcv.cnn.bricks import ContextBlock
+
+    from gcnet.models.segmentation import SegWeights, resolve_seg_weights
+
+    seg = gcnet.create_model("gcnet_tiny_s4", num_classes=3).state_dict()
+    torch.save(seg, tmp_path / "seg.pth")
+    torch.save(gcnet.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    mmseg = {k: v for k, v in seg.items() if ".context_block." not in k}
+    gc = ContextBlock(32, 1 / 4, pooling_type="att", fusion_types=("channel_add",))
+    mmseg.update({f"decode_head.gc_block.{k}": v for k, v in gc.state_dict().items()})
+    torch.save({"state_dict": mmseg}, tmp_path / "mmseg.pth")
+    W = SegWeights
+    cases = ((False, W.NONE), (None, W.NONE), (True, W.TORCHVISION), ("torchvision", W.TORCHVISION),
+             ("torchvision:IMAGENET1K_V1", W.TORCHVISION), ("openmmlab", W.OPENMMLAB),
+             (str(tmp_path / "r18.pth"), W.BACKBONE_FILE), (str(tmp_path / "seg.pth"), W.SEGMENTOR_FILE),
+             (str(tmp_path / "mmseg.pth"), W.MMSEG_FILE))  # fmt: skip
+    for value, case in cases:
+        assert resolve_seg_weights(value)[0] is case, value
+    sd = resolve_seg_weights(str(tmp_path / "mmseg.pth"))[1]
+    assert "decode_head.context_block.pool.conv_mask.weight" in sd
+    m = gcnet.create_model("gcnet_tiny_s4", num_classes=3, pretrained=str(tmp_path / "mmseg.pth"))
+    torch.testing.assert_close(m.decode_head.context_block.pool.conv_mask.weight, gc.conv_mask.weight)
+    for bad in (1, tmp_path / "seg.pth"):
+        with pytest.raises(ValueError, match=r"^pretrained=.*: expected False, True, 'torchvision\[:NAME\]'"):
+            gcnet.create_model("fcn_r18_d8", pretrained=bad)

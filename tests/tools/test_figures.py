@@ -73,12 +73,12 @@ def test_attention_figure_draws_the_whole_image_with_a_colour_bar(tmp_path, figu
     wide = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)).save(wide)
     task = get_task("classification")
-    x, shown = task.analysis_inputs([str(wide)], None, 32)
+    x, shown = task.analysis.analysis_inputs([str(wide)], None, 32)
     assert tuple(x.shape) == (1, 3, 32, 53)  # the short side at 32, the aspect ratio kept: no crop
     model = create_model("gc_resnet18", num_classes=3).eval()
     with AttentionRecorder(model) as rec, torch.no_grad():
         model(x)
-    task.plot_attention(shown[0], list(rec.records.values()), 0, str(tmp_path), "wide", 4)
+    task.analysis.plot_attention(shown[0], list(rec.records.values()), 0, str(tmp_path), "wide", 4)
     fig = figures[-1]
     image_ax = fig.axes[0]
     assert image_ax.images[0].get_array().shape[:2] == (32, 53)
@@ -96,7 +96,7 @@ def test_attention_figure_of_mixed_shapes_crops_the_padding_off(tmp_path, figure
     for name, (h, w) in {"wide": (30, 60), "tall": (60, 30)}.items():
         Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(tmp_path / f"{name}.png")
         paths.append(str(tmp_path / f"{name}.png"))
-    x, shown = get_task("classification").analysis_inputs(paths, None, 16)
+    x, shown = get_task("classification").analysis.analysis_inputs(paths, None, 16)
     assert tuple(x.shape[-2:]) == (32, 32) and [s[0].shape[:2] for s in shown] == [(16, 32), (32, 16)]
     # a map on the padded input's grid, drawn over the tall image only where the image is
     att = torch.zeros(1, 4, 4)
@@ -186,7 +186,7 @@ def test_video_figures_label_frames_with_their_index_in_the_video(tmp_path, figu
 
     video = write_coded(tmp_path / "clip.mp4", n=40)
     task = get_task("video")
-    x, shown = task.analysis_inputs([video], None, 32, 4)
+    x, shown = task.analysis.analysis_inputs([video], None, 32, 4)
     frames, ids = shown[0]
     assert ids == [frame_index(f) for f in frames] and ids != [0, 1, 2, 3]  # the frames' own numbers
     model = create_model("gc_slowonly_r18", num_classes=4).eval()
@@ -195,7 +195,7 @@ def test_video_figures_label_frames_with_their_index_in_the_video(tmp_path, figu
     records = list(rec.records.values())
     records.append(BlockRecord("layer4.9.context_block", "gc", (4, 1, 1),
                                attention=[torch.rand(1, 4).softmax(-1)]))  # fmt: skip
-    png, gif = task.plot_attention(shown[0], records, 0, str(tmp_path), "clip", 4)
+    png, gif = task.analysis.plot_attention(shown[0], records, 0, str(tmp_path), "clip", 4)
     fig = figures[-1]
     titles = [ax.get_title() for ax in fig.axes]
     assert [f"frame {i}" for i in ids] == [t for t in titles if t.startswith("frame")]

@@ -74,13 +74,13 @@ def _attention(args: argparse.Namespace, model, cfg, task) -> int:
 
     if not args.images:
         raise ValueError("analyze attention needs at least one IMAGE")
-    x, shown = task.analysis_inputs(args.images, cfg, _size(args), _clip_len(args))
+    x, shown = task.analysis.analysis_inputs(args.images, cfg, _size(args), _clip_len(args))
     os.makedirs(args.output, exist_ok=True)  # once the inputs are read: a bad one leaves nothing
     with AttentionRecorder(model) as rec, torch.no_grad():
         model(x)
     records = list(rec.records.values())
     for i, stem in enumerate(_stems(args.images)):
-        for f in task.plot_attention(shown[i], records, i, args.output, stem, args.queries):
+        for f in task.analysis.plot_attention(shown[i], records, i, args.output, stem, args.queries):
             print(f"wrote {f}")
     return 0
 
@@ -99,7 +99,9 @@ def _cosine(args: argparse.Namespace, model, cfg, task) -> int:
     from gcnet.tools.attention import AttentionRecorder, query_independence
     from gcnet.tools.visualize import plot_cosine, stage_of
 
-    x = task.cosine_inputs(cfg, args.data, args.num_images, _size(args), _clip_len(args), args.output)
+    x = task.analysis.cosine_inputs(
+        cfg, args.data, args.num_images, _size(args), _clip_len(args), args.output
+    )
     os.makedirs(args.output, exist_ok=True)
     with AttentionRecorder(model, keep_features=True) as rec, torch.no_grad():
         for chunk in x.split(args.batch_size):

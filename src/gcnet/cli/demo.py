@@ -26,9 +26,9 @@ def _demos() -> dict:
 
     out = {}
     for name, t in TASKS.items():
-        if t.demo is not None:
-            out[name] = (t, t.demo)
-        for spec in t.extra_demos:
+        if t.demos.spec is not None:
+            out[name] = (t, t.demos.spec)
+        for spec in t.demos.extra:
             out[spec.name] = (t, spec)
     return out
 
@@ -59,7 +59,7 @@ def _complexity(task, cfg, models: dict, rounds: int) -> dict:
     from gcnet.tools.complexity import count_macs, count_params
     from gcnet.tools.profiling import compare_times
 
-    x = task.demo_input(cfg)
+    x = task.demos.demo_input(cfg)
     out = {}
     for name, m in models.items():
         m.eval()
@@ -80,12 +80,13 @@ def _complexity(task, cfg, models: dict, rounds: int) -> dict:
     return out
 
 
-def _analysis(spec, runs_dir: dict, output: str, quick: bool) -> tuple[list[str], list[tuple[str, str]]]:
-    """The cosine study on the NL model and the attention maps (``gcnet analyze``); returns
-    (report lines of the cosine section, [(caption, png)])."""
+def _analysis(
+    spec, runs_dir: dict, output: str, quick: bool, main
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The cosine study on the NL model and the attention maps (``gcnet analyze``, run by
+    ``main``, the command line's entry point); returns (report lines of the cosine section,
+    [(caption, png)])."""
     import csv
-
-    from . import main
 
     cos_lines: list[str] = []
     figures: list[tuple[str, str]] = []
@@ -190,7 +191,7 @@ def _train_all(task, spec, recipe: str, output: str, seeds, quick: list[str], ar
             )
             sets = [*quick, *config_overrides(args.set), f"model.name={name}", f"output.dir={out_dir}",
                     f"train.seed={seed}"]  # fmt: skip
-            cfg = task.prepare_demo(load_config(recipe, sets), output)
+            cfg = task.demos.prepare_demo(load_config(recipe, sets), output)
             cfg0 = cfg0 or cfg
             if verbose:
                 print(f"\n=== {name} (seed {seed}) ===", flush=True)
@@ -198,12 +199,12 @@ def _train_all(task, spec, recipe: str, output: str, seeds, quick: list[str], ar
                                   not args.no_progress)  # fmt: skip
             last = s["history"][-1]
             final = last.get(f"val_{task.metric}", float("nan"))
-            scores = task.demo_scores(cfg, model)
+            scores = task.demos.demo_scores(cfg, model)
             res["finals"].append(final)
             res["bests"].append(s["best"])
             res["train_times"].append(s["train_time_s"])
             res["dirs"].append(out_dir)
-            res["note"] = task.demo_note(last)
+            res["note"] = task.demos.demo_note(last)
             for lab, v in scores.items():
                 res["scores"].setdefault(lab, []).append(v)
             hist.append(s["history"])
@@ -247,12 +248,12 @@ def run(args: argparse.Namespace) -> int:
         next(r for r in results if r["name"] == name).update(params=p, macs=macs, latency_ms=lat)
     curves = plot_curves(histories, os.path.join(output, "curves.png"), metric=f"val_{task.metric}")
     scores = list(results[0]["scores"])
-    table = rep.results_table(results, task.metric_label, scores, task.demo_references(cfg0))
+    table = rep.results_table(results, task.metric_label, scores, task.demos.demo_references(cfg0))
     verdict = rep.verdict(results, task.metric_label, scores)
     print("\n" + "\n".join(table) + "\n\n" + "\n".join(verdict))
-    cos_lines, figures = _analysis(spec, runs_dir, output, args.quick)
+    cos_lines, figures = _analysis(spec, runs_dir, output, args.quick, args.run_command)
     intro = [f"`gcnet demo --task {args.task}`: {', '.join(spec.models)}, the same recipe and budget, only "
-             "the block differs.", *task.demo_notes(cfg0, models)]  # fmt: skip
+             "the block differs.", *task.demos.demo_notes(cfg0, models)]  # fmt: skip
     total = time.perf_counter() - t0
     why = "" if len(seeds) > 1 else " One seed: the demo's spec (or --quick / --seeds) asks for one."
     runs = [f"- recipe `{recipe}`, overrides {quick + list(config_overrides(args.set)) or 'none'}; seeds "

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         du.cleanup()
     if rank == 0:
-        task.report_eval(res, cfg, classes, out_dir, len(ds))
+        task.reporting.report_eval(res, cfg, classes, out_dir, len(ds))
     return 0
 
 

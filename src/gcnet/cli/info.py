@@ -32,10 +32,15 @@ def build_model(args: argparse.Namespace, name: str | None = None):
             raise ValueError(
                 "--set does not apply to a gcnet run's checkpoint: the checkpoint builds its model"
             )
-        return model, cfg["model"]["name"], task.input_shape(cfg), (cfg, classes, task)
+        return model, cfg["model"]["name"], task.analysis.input_shape(cfg), (cfg, classes, task)
     name = name or model_name(args)
     kw = parse_model_overrides(getattr(args, "set", None))
-    return create_model(name, pretrained=ckpt or False, **kw), name, task_for_model(name).input_shape(), None
+    return (
+        create_model(name, pretrained=ckpt or False, **kw),
+        name,
+        task_for_model(name).analysis.input_shape(),
+        None,
+    )
 
 
 def _plugin_line(model) -> str | None:
@@ -62,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     plain, plain_name = None, None
     if not trained:  # a trained model has no trained plain twin to compare with
         overrides = parse_model_overrides(args.set)
-        plain, plain_name = task.plain_model(name, lambda n: build_model(args, n)[0], overrides)
+        plain, plain_name = task.analysis.plain_model(name, lambda n: build_model(args, n)[0], overrides)
     x = torch.randn(*shape)
-    c = task.complexity(model, plain, x)
+    c = task.analysis.complexity(model, plain, x)
     print(f"model: {name}   input: {'x'.join(map(str, shape))}")
     for line in c["notes"]:
         print(line)

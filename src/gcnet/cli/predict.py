@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     bad = _bad_input_errors()
     for path in progress_bar(paths, not args.no_progress and len(paths) > 1, desc="predict"):
         try:
-            results += task.predict(model, cfg, classes, [path], options)
+            results += task.reporting.predict(model, cfg, classes, [path], options)
         except bad as e:
             if not args.skip_bad_images:
                 raise
@@ -137,7 +137,11 @@ def run(args: argparse.Namespace) -> int:
     if results_file:
         print(f"wrote {write_results(results, results_file)} ({len(results)} {task.sample_noun}s)")
     elif results:
-        print(json.dumps(results, indent=2) if args.json else task.format_predictions(results, options))
+        print(
+            json.dumps(results, indent=2)
+            if args.json
+            else task.reporting.format_predictions(results, options)
+        )
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s) of {total} (--skip-bad-images):", file=sys.stderr)
         for _, why in skipped[:10]:

@@ -560,6 +560,19 @@ def build_video_dataset(
       ``frame_interval`` 2 (the cue and the target lie 10 frames apart) and scales near
       ``image_size``.
     """
+    name, root = _video_source(data, split)
+    if name in ("video_list", "rawframes"):
+        records, names, source = _listed_videos(data, name, root, split, classes)
+    elif name == "video_folder":
+        records, names, source = _folder_videos(data, root, split, classes)
+    else:  # kinetics
+        records, names, source = _kinetics_videos(data, root, split, classes)
+    return _video_dataset(data, records, names, source, train, views)
+
+
+def _video_source(data: Mapping[str, Any], split: str) -> tuple[str, str]:
+    """(the dataset's format, its root) once checked; ``synthetic_video`` is generated into
+    ``root`` here and read as a ``video_list``."""
     name = data.get("dataset")
     if name not in VIDEO_DATASETS:
         raise ValueError(
@@ -582,47 +595,69 @@ def build_video_dataset(
             image_size=int(_opt(data, "image_size", 64)),
             num_frames=int(_opt(data, "num_frames", 16)),
         )
-        name = "video_list"
-    elif not os.path.isdir(root):
+        return "video_list", root
+    if not os.path.isdir(root):
         raise FileNotFoundError(f"data.root={root}: folder not found (data.dataset={name})")
-    key = f"{split}_list"
+    return name, root
+
+
+def _listed_videos(data: Mapping[str, Any], name: str, root: str, split: str, classes: list[str] | None):
+    """(records, class names, list file) of a ``video_list`` / ``rawframes`` split; the class
+    names come from ``classes``, the classes file, or the labels of both lists."""
+    default = {"train": "train.txt", "val": "val.txt"}
+    lists = {s: _path(root, _opt(data, f"{s}_list", default[s])) for s in ("train", "val")}
+    parse = parse_video_list if name == "video_list" else parse_rawframe_list
+    if not os.path.isfile(lists[split]):
+        raise FileNotFoundError(f"data.{split}_list: {name} list not found: {lists[split]}")
+    names, src, num = _list_classes(data, root, [lists[split], lists[_other(split)]], parse, classes)
+    records, names = parse(lists[split], _split_dir(data, root, split, ()), names, num, src)
+    return records, names, lists[split]
+
+
+def _folder_videos(data: Mapping[str, Any], root: str, split: str, classes: list[str] | None):
+    """(records, class names, folder) of a ``video_folder`` split; a val split takes the
+    train folder's classes when there is one."""
+    folder = _path(root, _opt(data, f"{split}_list", split))
+    if classes is None and split != "train":
+        tr = _path(root, _opt(data, "train_list", "train"))
+        if os.path.isdir(tr) and os.path.abspath(tr) != os.path.abspath(folder):
+            classes = scan_video_folder(tr)[1]
+    records, names = scan_video_folder(folder, classes)
+    return records, names, folder
+
+
+def _kinetics_videos(data: Mapping[str, Any], root: str, split: str, classes: list[str] | None):
+    """(records, class names, CSV) of a ``kinetics`` split; a val split takes the train
+    CSV's classes when there is one."""
+    defaults = {"train": ("train.csv",), "val": ("validate.csv", "val.csv")}
+
+    def csv_of(s: str) -> str:
+        given = data.get(f"{s}_list")
+        if given:
+            return _path(root, given)
+        cands = [_path(root, c) for c in defaults[s]]
+        return next((c for c in cands if os.path.isfile(c)), cands[0])
+
+    path = csv_of(split)
+    if classes is None and split != "train" and os.path.isfile(csv_of("train")):
+        classes = kinetics_classes(csv_of("train"))
+    auto = ("train",) if split == "train" else ("val", "validate")
+    records, names = parse_kinetics_csv(path, _split_dir(data, root, split, auto), classes)
+    return records, names, path
+
+
+def _video_dataset(
+    data: Mapping[str, Any],
+    records: list,
+    names: list[str],
+    source: str,
+    train: bool,
+    views: tuple[int, int] | None,
+) -> Dataset:
+    """The training dataset of ``records`` (random clips and crops), or the test one (the
+    ``views``, else ``num_clips`` x ``num_crops``, of every video)."""
     skip = bool(_opt(data, "skip_bad_videos", False))
     tmpl = str(_opt(data, "filename_tmpl", "img_{:05d}.jpg"))
-
-    if name in ("video_list", "rawframes"):
-        default = {"train": "train.txt", "val": "val.txt"}
-        lists = {s: _path(root, _opt(data, f"{s}_list", default[s])) for s in ("train", "val")}
-        parse = parse_video_list if name == "video_list" else parse_rawframe_list
-        if not os.path.isfile(lists[split]):
-            raise FileNotFoundError(f"data.{key}: {name} list not found: {lists[split]}")
-        names, src, num = _list_classes(data, root, [lists[split], lists[_other(split)]], parse, classes)
-        records, names = parse(lists[split], _split_dir(data, root, split, ()), names, num, src)
-        source = lists[split]
-    elif name == "video_folder":
-        folder = _path(root, _opt(data, key, split))
-        if classes is None and split != "train":
-            tr = _path(root, _opt(data, "train_list", "train"))
-            if os.path.isdir(tr) and os.path.abspath(tr) != os.path.abspath(folder):
-                classes = scan_video_folder(tr)[1]
-        records, names = scan_video_folder(folder, classes)
-        source = folder
-    else:  # kinetics
-        defaults = {"train": ("train.csv",), "val": ("validate.csv", "val.csv")}
-
-        def csv_of(s: str) -> str:
-            given = data.get(f"{s}_list")
-            if given:
-                return _path(root, given)
-            cands = [_path(root, c) for c in defaults[s]]
-            return next((c for c in cands if os.path.isfile(c)), cands[0])
-
-        path = csv_of(split)
-        if classes is None and split != "train" and os.path.isfile(csv_of("train")):
-            classes = kinetics_classes(csv_of("train"))
-        auto = ("train",) if split == "train" else ("val", "validate")
-        records, names = parse_kinetics_csv(path, _split_dir(data, root, split, auto), classes)
-        source = path
-
     clip_len, interval = int(_opt(data, "clip_len", 8)), int(_opt(data, "frame_interval", 8))
     mean, std = _opt(data, "mean", IMAGENET_MEAN), _opt(data, "std", IMAGENET_STD)
     if train:

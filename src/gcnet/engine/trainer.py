@@ -35,6 +35,7 @@ from gcnet.layers.sync_bn import convert_sync_batchnorm
 from gcnet.tasks import Task, get_task, task_of
 from gcnet.utils import distributed as du
 from gcnet.utils.device import autocast_ctx, resolve_device
+from gcnet.utils.log import get_logger
 from gcnet.utils.progress import progress_bar
 
 from .checkpoint import (
@@ -47,8 +48,11 @@ from .checkpoint import (
     set_rng_state,
 )
 from .logger import MetricsLogger, plot_curves
-from .optim import build_optimizer, lr_at, total_steps, warmup_steps
+from .optim import Schedule, build_optimizer, total_steps
 from .preemption import StopRequest, agree
+from .settings import EngineSettings
+
+log = get_logger(__name__)
 
 __all__ = ["train", "build_model_from_config", "resolve_paths", "write_config", "Run"]
 
@@ -80,11 +84,15 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
-    """Everything a training run holds between steps."""
+    """Everything a training run holds between steps (built by keyword, :func:`setup`). The
+    loop reads ``settings`` and ``schedule``; ``cfg``, the config dict, goes to the task's
+    hooks and into the checkpoints."""
 
     cfg: Mapping[str, Any]
+    settings: EngineSettings
+    schedule: Schedule
     task: Task
     device: torch.device
     rank: int
@@ -122,56 +130,58 @@ class Run:
 
     @property
     def out_dir(self) -> str:
-        return self.cfg["output"]["dir"]
+        return self.settings.output.dir
 
     @property
     def last_path(self) -> str:
         return os.path.join(self.out_dir, "last.pth")
 
 
-def _build_model(cfg, task: Task, num_classes: int, device: torch.device, distributed: bool):
+def _build_model(cfg, settings: EngineSettings, task: Task, num_classes: int, device: torch.device,
+                 distributed: bool):  # fmt: skip
     """(model, training wrapper, EMA or None, optimizer, scaler)."""
-    t = cfg["train"]
-    _seed_epoch(int(t["seed"]), -1, 0)  # identical model init on every rank
+    t = settings.train
+    _seed_epoch(t.seed, -1, 0)  # identical model init on every rank
     model = task.build_model(cfg, num_classes)
-    if t["sync_bn"] and distributed:
+    if t.sync_bn and distributed:
         model = convert_sync_batchnorm(model, device_type=device.type)
     model.to(device)
-    if t["channels_last"]:
+    if t.channels_last:
         model.to(memory_format=task.memory_format)
     ema = None
-    if t["ema"]:
+    if t.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        avg = get_ema_multi_avg_fn(float(t["ema_decay"]))
+        avg = get_ema_multi_avg_fn(float(t.ema_decay))
         ema = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=t["amp"] == "fp16")
+    optimizer = build_optimizer(model, settings)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     train_model: nn.Module = model
     if distributed:
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if t["compile"]:
+    if t.compile:
         train_model = torch.compile(train_model)
     return model, train_model, ema, optimizer, scaler
 
 
-def _build_loaders(cfg, task: Task, train_ds, val_ds, device: torch.device, world: int, rank: int):
-    t = cfg["train"]
-    per_rank = t["batch_size"] // world
-    kw = dict(num_workers=int(cfg["data"]["num_workers"]), pin_memory=device.type == "cuda",
+def _build_loaders(cfg, settings: EngineSettings, task: Task, train_ds, val_ds, device: torch.device,
+                   world: int, rank: int):  # fmt: skip
+    t = settings.train
+    per_rank = t.batch_size // world
+    kw = dict(num_workers=settings.num_workers, pin_memory=device.type == "cuda",
               collate_fn=task.collate_fn)  # fmt: skip
-    spec = task.train_batches(train_ds, per_rank, int(t["seed"]), world, rank)
+    spec = task.train_batches(train_ds, per_rank, t.seed, world, rank)
     if "batch_sampler" in spec:  # (an empty one is falsy: test the key, not the value)
         inner = spec["batch_sampler"]
     else:
         inner = BatchSampler(spec["sampler"], spec["batch_size"], spec["drop_last"])
     batches = ResumableBatches(inner)
-    train_loader = DataLoader(EpochSeeded(train_ds, int(t["seed"])), batch_sampler=batches, **kw)
+    train_loader = DataLoader(EpochSeeded(train_ds, t.seed), batch_sampler=batches, **kw)
     val_loader = DataLoader(val_ds, batch_size=task.val_batch_size(cfg, per_rank),
                             sampler=ShardSampler(len(val_ds), world, rank), **kw)  # fmt: skip
     if len(train_loader) == 0:
-        raise ValueError(task.too_small_message(train_ds, per_rank if world > 1 else t["batch_size"]))
+        raise ValueError(task.too_small_message(train_ds, per_rank if world > 1 else t.batch_size))
     return train_loader, batches, val_loader
 
 
@@ -185,43 +195,50 @@ def resolve_paths(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def check_device_settings(cfg: Mapping[str, Any], device: torch.device) -> None:
+def check_device_settings(settings: EngineSettings, device: torch.device) -> None:
     """Settings that make no sense on ``device``, refused before any data is read."""
-    if cfg["train"]["amp"] == "fp16" and device.type == "cpu":
+    if settings.train.amp == "fp16" and device.type == "cpu":
         raise ConfigError("train.amp=fp16 on the CPU runs ~40x slower than float32 (no fp16 kernels); "
                           "use train.amp=bf16 (or none) on the CPU, fp16 on a GPU")  # fmt: skip
 
 
 def _warn_schedule(run: Run) -> None:
-    warm = warmup_steps(run.steps_per_epoch, run.cfg)
+    warm = run.schedule.warmup
     if run.main and warm > run.max_steps:
-        print(f"warning: the warm-up ({warm} steps) is longer than the whole run ({run.max_steps} steps): "
-              "the learning rate never reaches optim.lr; lower sched.warmup_epochs / sched.warmup_iters",
-              flush=True)  # fmt: skip
+        log.warning(f"warning: the warm-up ({warm} steps) is longer than the whole run ({run.max_steps} "
+                    "steps): the learning rate never reaches optim.lr; lower sched.warmup_epochs / "
+                    "sched.warmup_iters")  # fmt: skip
 
 
 def setup(cfg: Mapping[str, Any]) -> Run:
     """Device, process group, data, model, optimizer and loaders of a run."""
     task = get_task(cfg["task"])
     task.check_run(cfg)
-    device = resolve_device(cfg["train"]["device"])
-    check_device_settings(cfg, device)
+    settings = EngineSettings.from_config(cfg)
+    device = resolve_device(settings.train.device)
+    check_device_settings(settings, device)
     distributed = du.init_distributed(device)
     rank, world = du.rank(), du.world_size()
-    if cfg["train"]["batch_size"] % world:
+    if settings.train.batch_size % world:
         raise ValueError(
-            f"train.batch_size={cfg['train']['batch_size']} is not divisible by {world} processes"
+            f"train.batch_size={settings.train.batch_size} is not divisible by {world} processes"
         )
     train_ds, classes = task.build_data(cfg, "train")
     val_ds, _ = task.build_data(cfg, "val")
-    model, train_model, ema, optimizer, scaler = _build_model(cfg, task, len(classes), device, distributed)
-    train_loader, sampler, val_loader = _build_loaders(cfg, task, train_ds, val_ds, device, world, rank)
+    model, train_model, ema, optimizer, scaler = _build_model(cfg, settings, task, len(classes), device,
+                                                              distributed)  # fmt: skip
+    train_loader, batches, val_loader = _build_loaders(cfg, settings, task, train_ds, val_ds, device, world,
+                                                       rank)  # fmt: skip
     steps = len(train_loader)
-    max_steps = total_steps(steps, cfg)
-    run = Run(cfg, task, device, rank, world, list(classes), model, train_model, ema, optimizer, scaler,
-              train_loader, sampler, val_loader, steps, max_steps, math.ceil(max_steps / steps),
-              task.batch_transform(cfg, len(classes)))  # fmt: skip
-    run.preflight_skipped = sum(len(getattr(ds, "bad_files", ())) for ds in (train_ds, val_ds))
+    max_steps = total_steps(steps, settings)
+    run = Run(
+        cfg=cfg, settings=settings, schedule=Schedule.from_config(settings, steps), task=task, device=device,
+        rank=rank, world=world, classes=list(classes), model=model, train_model=train_model, ema=ema,
+        optimizer=optimizer, scaler=scaler, train_loader=train_loader, batches=batches, val_loader=val_loader,
+        steps_per_epoch=steps, max_steps=max_steps, epochs=math.ceil(max_steps / steps),
+        batch_transform=task.batch_transform(cfg, len(classes)),
+        preflight_skipped=sum(len(getattr(ds, "bad_files", ())) for ds in (train_ds, val_ds)),
+    )  # fmt: skip
     _warn_schedule(run)
     return run
 
@@ -231,13 +248,13 @@ def resume_from(run: Run, path: str, auto: bool = False) -> bool:
     ``auto``: a missing ``last.pth`` starts the run from scratch (with a note)."""
     if auto and not os.path.isfile(path):
         if run.main:
-            print(f"--resume auto: no {path} yet, starting from scratch")
+            log.info(f"--resume auto: no {path} yet, starting from scratch")
         return False
     ck = load_checkpoint(path)
     if not isinstance(ck, Mapping) or not {"model", "optimizer", "epoch", "step"} <= set(ck):
         raise ValueError(f"{path} is not a gcnet training checkpoint (no model/optimizer/epoch entries): "
                          "--resume takes a run's last.pth")  # fmt: skip
-    name = run.cfg["model"]["name"]
+    name = run.settings.model_name
     check_checkpoint_model(path, ck.get("config"), name, hint=f" as this run asks (model.name={name}); "
                            "resume with the run's own model, or give another output folder")  # fmt: skip
     load_model_state(run.model, ck["model"], path, name)
@@ -253,24 +270,24 @@ def resume_from(run: Run, path: str, auto: bool = False) -> bool:
     if mid is not None:
         ranks = mid["ranks"]
         if len(ranks) != run.world and run.main:
-            print(f"note: {path} was written by {len(ranks)} process(es), this run has {run.world}: "
-                  "the rest of the epoch is not bit-exact")  # fmt: skip
+            log.info(f"note: {path} was written by {len(ranks)} process(es), this run has {run.world}: "
+                     "the rest of the epoch is not bit-exact")  # fmt: skip
         run.resume_mid = {**mid, **ranks[min(run.rank, len(ranks) - 1)]}
         where = f"epoch {run.start_epoch + 1}, batch {mid['batches']} (step {run.step})"
     if run.main:
-        print(f"resumed from {path} at {where}")
+        log.info(f"resumed from {path} at {where}")
     return True
 
 
 def _nonfinite(run: Run, loss: torch.Tensor) -> None:
     """A non-finite loss (on any rank): skip the step while ``train.skip_nonfinite_steps``
     allows, else stop naming the step and the last good checkpoint."""
-    limit = int(run.cfg["train"]["skip_nonfinite_steps"])
+    limit = run.settings.train.skip_nonfinite_steps
     if run.nonfinite < limit:
         run.nonfinite += 1
         run.optimizer.zero_grad(set_to_none=True)
         if run.main:
-            print(f"skipped step {run.step}: non-finite loss ({run.nonfinite}/{limit} allowed)", flush=True)
+            log.warning(f"skipped step {run.step}: non-finite loss ({run.nonfinite}/{limit} allowed)")
         return None
     last = run.last_path if os.path.isfile(run.last_path) else "none written yet"
     hint = "" if limit else "; train.skip_nonfinite_steps=N skips up to N such steps"
@@ -283,14 +300,14 @@ def _nonfinite(run: Run, loss: torch.Tensor) -> None:
 def train_step(run: Run, inputs, targets) -> torch.Tensor | None:
     """One optimizer step at the scheduled learning rate; returns the (detached) loss, or
     None when the step was skipped for a non-finite loss."""
-    t = run.cfg["train"]
-    run.lr = lr_at(run.step, run.steps_per_epoch, run.cfg)
+    t = run.settings.train
+    run.lr = run.schedule.lr(run.step)
     for g in run.optimizer.param_groups:
         g["lr"] = run.lr
-    inputs, targets = run.task.move_batch(inputs, targets, run.device, bool(t["channels_last"]))
+    inputs, targets = run.task.move_batch(inputs, targets, run.device, t.channels_last)
     if run.batch_transform is not None:
         inputs, targets = run.batch_transform(inputs, targets)
-    with autocast_ctx(run.device, t["amp"]):
+    with autocast_ctx(run.device, t.amp):
         output = run.task.forward(run.train_model, inputs, targets)
     loss = run.task.loss(run.cfg, output, targets)
     (bad,) = agree(not bool(torch.isfinite(loss)), device=run.device)
@@ -298,9 +315,9 @@ def train_step(run: Run, inputs, targets) -> torch.Tensor | None:
         return _nonfinite(run, loss)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
-    if t["clip_grad"]:
+    if t.clip_grad:
         run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), float(t["clip_grad"]))
+        nn.utils.clip_grad_norm_(run.model.parameters(), float(t.clip_grad))
     run.scaler.step(run.optimizer)
     run.scaler.update()
     if run.ema is not None:
@@ -314,9 +331,9 @@ def _epoch_start(run: Run, epoch: int):
     at the place a mid-epoch checkpoint left it."""
     run.batches.set_epoch(epoch)
     run.train_loader.dataset.set_epoch(epoch)
-    _seed_epoch(int(run.cfg["train"]["seed"]), epoch, run.rank)
+    _seed_epoch(run.settings.train.seed, epoch, run.rank)
     run.train_model.train()
-    run.lr = lr_at(run.step, run.steps_per_epoch, run.cfg)
+    run.lr = run.schedule.lr(run.step)
     mid, run.resume_mid = run.resume_mid, None
     if mid is None:
         return torch.zeros(2, dtype=torch.float64, device=run.device), 0, 0.0, None
@@ -355,7 +372,7 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
     row = {"epoch": epoch + 1, "step": run.step, "lr": run.lr,
            "train_loss": float(loss_acc[0] / max(1.0, float(loss_acc[1]))),
            "images_per_s": float(loss_acc[1]) / epoch_time, "epoch_time_s": epoch_time}  # fmt: skip
-    if run.cfg["train"]["skip_nonfinite_steps"]:
+    if run.settings.train.skip_nonfinite_steps:
         row["nonfinite_steps"] = run.nonfinite
     return row
 
@@ -363,8 +380,8 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
 def _checkpoint_inside_epoch(run: Run, epoch: int, done: int, loss_acc, elapsed: float) -> bool:
     """After a step: write ``last.pth`` when ``train.checkpoint_every`` (steps) or
     ``checkpoint_every_minutes`` says so, or a stop was requested; True to stop now."""
-    t = run.cfg["train"]
-    every, minutes = t["checkpoint_every"], t["checkpoint_every_minutes"]
+    t = run.settings.train
+    every, minutes = t.checkpoint_every, t.checkpoint_every_minutes
     due = bool(every) and run.step > 0 and run.step % int(every) == 0 and done < len(run.train_loader)
     due |= bool(minutes) and run.main and time.monotonic() - run.last_save >= 60 * float(minutes)
     stop, due = agree(run.stop is not None and run.stop.signal is not None, due, device=run.device)
@@ -382,10 +399,10 @@ def _checkpoint_inside_epoch(run: Run, epoch: int, done: int, loss_acc, elapsed:
 
 def validate(run: Run) -> dict[str, float]:
     """Evaluate the EMA model (or the model) on the validation set; the ``val_*`` log entries."""
-    t = run.cfg["train"]
+    t = run.settings.train
     model = run.ema.module if run.ema is not None else run.model
     run.last_eval = run.task.evaluate(run.cfg, model, run.val_loader, run.device, len(run.classes),
-                                      amp=t["amp"], channels_last=bool(t["channels_last"]))  # fmt: skip
+                                      amp=t.amp, channels_last=t.channels_last)  # fmt: skip
     return run.task.val_metrics(run.last_eval, len(run.classes))
 
 
@@ -414,8 +431,7 @@ def _save(run: Run, state: Mapping[str, Any], path: str) -> bool:
     try:
         save_checkpoint(state, path)
     except OSError as e:
-        print(f"warning: could not write {path} ({e.strerror or e}); the previous checkpoint is intact",
-              flush=True)  # fmt: skip
+        log.warning(f"warning: could not write {path} ({e.strerror or e}); the previous checkpoint is intact")
         return False
     run.last_save = time.monotonic()
     return True
@@ -433,11 +449,8 @@ def end_epoch(run: Run, epoch: int, row: dict[str, Any], stopping: bool = False)
         return
     run.logger.log(row)
     msg = f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}" + run.task.epoch_summary(row)
-    print(
-        msg + f" ({row['epoch_time_s']:.1f}s, {row['images_per_s']:.0f} {run.task.sample_noun}s/s)",
-        flush=True,
-    )
-    every = int(run.cfg["train"]["checkpoint_every_epochs"])
+    log.info(msg + f" ({row['epoch_time_s']:.1f}s, {row['images_per_s']:.0f} {run.task.sample_noun}s/s)")
+    every = run.settings.train.checkpoint_every_epochs
     due = stopping or epoch + 1 == run.epochs or (epoch + 1) % every == 0
     if not (due or is_best):
         return
@@ -467,31 +480,31 @@ def finish(run: Run, epoch: int, t_start: float) -> dict[str, Any]:
         if epoch + 1 == run.epochs and not run.interrupted:
             weights = os.path.join(run.out_dir, "weights.safetensors")
             final_model = run.ema.module if run.ema is not None else run.model
-            meta = {"model": run.cfg["model"]["name"], "classes": ",".join(run.classes),
+            meta = {"model": run.settings.model_name, "classes": ",".join(run.classes),
                     "classes_json": json.dumps(run.classes), "config": json.dumps(run.cfg)}  # fmt: skip
             save_weights(final_model.state_dict(), weights, meta)
             summary["final_weights"] = weights
         history = run.logger.read()
-        if run.cfg["output"]["plot"] and history:
+        if run.settings.output.plot and history:
             path = os.path.join(run.out_dir, "curves.png")
-            summary["curves"] = plot_curves({run.cfg["model"]["name"]: history}, path, metric=f"val_{metric}")
+            summary["curves"] = plot_curves({run.settings.model_name: history}, path, metric=f"val_{metric}")
         run.logger.close()
         if summary["skipped_images"]:
-            print(f"skipped {summary['skipped_images']} unreadable {run.task.sample_noun}(s) "
-                  f"({run.task.skip_key}=true)")  # fmt: skip
+            log.warning(f"skipped {summary['skipped_images']} unreadable {run.task.sample_noun}(s) "
+                        f"({run.task.skip_key}=true)")  # fmt: skip
         if run.interrupted:
-            print(f"stopped by {run.interrupted} at step {run.step} (epoch {epoch + 1}); wrote "
-                  f"{run.last_path}; resume with the same command and --resume auto", flush=True)  # fmt: skip
+            log.info(f"stopped by {run.interrupted} at step {run.step} (epoch {epoch + 1}); wrote "
+                     f"{run.last_path}; resume with the same command and --resume auto")  # fmt: skip
     summary["history"] = run.logger.read() if run.main else []
     return summary
 
 
 def _announce(run: Run) -> None:
-    cfg, t = run.cfg, run.cfg["train"]
-    print(
-        f"training {cfg['model']['name']} on {cfg['data']['dataset']} ({len(run.train_loader.dataset)} "
+    s = run.settings
+    log.info(
+        f"training {s.model_name} on {s.dataset} ({len(run.train_loader.dataset)} "
         f"train / {len(run.val_loader.dataset)} val {run.task.sample_noun}s, {len(run.classes)} classes) "
-        f"for {run.epochs} epochs ({run.max_steps} steps), batch {t['batch_size']} "
+        f"for {run.epochs} epochs ({run.max_steps} steps), batch {s.train.batch_size} "
         f"on {run.world} x {run.device.type}"
     )
 
@@ -514,7 +527,7 @@ def train(
         run, run.last_path if resume == "auto" else resume, resume == "auto"
     )
     if run.main:
-        run.logger = MetricsLogger(run.out_dir, cfg["output"]["tensorboard"], resume=resumed)
+        run.logger = MetricsLogger(run.out_dir, run.settings.output.tensorboard, resume=resumed)
         write_config(cfg, os.path.join(run.out_dir, "config.yaml"))
         if resumed:
             run.logger.truncate(run.start_epoch)  # rows of epochs the checkpoint has not seen end
@@ -526,7 +539,7 @@ def train(
             row = train_epoch(run, epoch, progress)
             if run.interrupted:
                 break
-            if epoch + 1 == run.epochs or (epoch + 1) % int(cfg["train"]["eval_every"]) == 0:
+            if epoch + 1 == run.epochs or (epoch + 1) % run.settings.train.eval_every == 0:
                 row.update(validate(run))
             (stop,) = agree(run.stop.signal is not None, device=run.device)
             halt = stop_after is not None and epoch + 1 >= stop_after

@@ -17,12 +17,17 @@ their layouts differ from torchvision's).
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from .registry import create_model, named_model
+from .weights import load_checkpoint_file, load_state_dict_checked
 
 __all__ = ["DETECTORS", "create_detector", "resnet_fpn"]
 
@@ -63,8 +68,6 @@ def resnet_fpn(
     ratio ``gc_ratio`` (``None`` with ``gc=True``: the transform is one C->C conv, the
     paper's "w/o ratio" row). ``overrides`` go to :func:`gcnet.create_model` (e.g.
     ``stages``, ``position``, ``pooling``, or ``plugin="nl"`` with its options)."""
-    from .registry import create_model
-
     if gc is None:
         gc = gc_ratio is not None
     kw: dict[str, Any] = dict(num_classes=0, norm=norm, frozen_stages=frozen_stages)
@@ -100,13 +103,30 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
     "position": "after_add", "sub_sample": "input"}``. A combination the builder cannot honour
     raises instead of building a plain detector.
     """
-    import difflib
-    import inspect
-
-    from .weights import load_checkpoint_file, load_state_dict_checked
-
     spec = DETECTORS[name]
     cls = MaskRCNN if spec["kind"] == "maskrcnn" else FasterRCNN
+    _check_options(name, cls, overrides)
+    o = dict(overrides)
+    ratio, bb_kw = _gc_options(name, spec, o)
+    full_ckpt, backbone_weights = _detector_weights(pretrained)
+    backbone = resnet_fpn(
+        spec["arch"], ratio, norm=o.pop("norm", "frozen_bn"), frozen_stages=int(o.pop("frozen_stages", 1)),
+        pretrained=backbone_weights, gc=spec["gc"] is not None, **bb_kw,
+    )  # fmt: skip
+    num_classes = int(o.pop("num_classes", 81))
+    kw = dict(min_size=o.pop("min_size", 800), max_size=o.pop("max_size", 1333))
+    if isinstance(kw["min_size"], list):
+        kw["min_size"] = tuple(kw["min_size"])
+    kw.update(o)  # torchvision's own options (rpn_*, box_*)
+    model = named_model(cls(backbone, num_classes=num_classes, **kw), name, spec["arch"])
+    model.num_classes = num_classes
+    if full_ckpt is not None:
+        load_state_dict_checked(model, full_ckpt, f"checkpoint {pretrained}")
+    return model
+
+
+def _check_options(name: str, cls: type[nn.Module], overrides: dict[str, Any]) -> None:
+    """A one-line ValueError for an option that is neither ours nor a keyword of ``cls``."""
     tv_options = set(inspect.signature(cls).parameters) - {"backbone", "num_classes", "min_size", "max_size"}
     unknown = sorted(set(overrides) - set(_DET_OPTIONS) - tv_options)
     if unknown:
@@ -118,11 +138,16 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
             f"unknown option(s) for model {name!r}: {', '.join(hints)}; expected {_DET_OPTIONS} "
             f"or a torchvision {cls.__name__} argument"
         )
-    o = dict(overrides)
+
+
+def _gc_options(name: str, spec: dict[str, Any], o: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(the GC ratio, the backbone's :func:`gcnet.create_model` options), popped from the
+    options ``o``: ``ratio``, ``backbone_kwargs``, ``stages``, ``position``; a combination the
+    detector cannot honour raises."""
     has_gc = spec["gc"] is not None
-    ratio = o.pop("ratio", spec["gc"])  # None: GC with one C->C conv ("w/o ratio")
-    if not has_gc and "ratio" in overrides:
+    if not has_gc and "ratio" in o:
         raise ValueError(f"{name!r} has no GC blocks; use the maskrcnn_gc_* / fasterrcnn_gc_* names")
+    ratio = o.pop("ratio", spec["gc"])  # None: GC with one C->C conv ("w/o ratio")
     if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
         raise ValueError(
             f"ratio of {name!r} must be a positive number or None (one C->C conv), got {ratio!r}"
@@ -138,30 +163,16 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
     if has_gc and "plugin" in bb_kw:
         raise ValueError(f"backbone_kwargs.plugin given for {name!r}, which has GC blocks already: start "
                          f"from the plain {name.replace('_gc_', '_').removesuffix('_r4')!r}")  # fmt: skip
-    full_ckpt = None
-    backbone_weights: bool | str = False
-    if pretrained:
-        if isinstance(pretrained, str) and not pretrained.startswith("torchvision"):
-            sd = load_checkpoint_file(pretrained)
-            if any(k.startswith(("roi_heads.", "rpn.", "backbone.body.")) for k in sd):
-                full_ckpt = sd
-            else:
-                backbone_weights = pretrained
-        else:
-            backbone_weights = pretrained
-    backbone = resnet_fpn(
-        spec["arch"], ratio, norm=o.pop("norm", "frozen_bn"), frozen_stages=int(o.pop("frozen_stages", 1)),
-        pretrained=backbone_weights, gc=has_gc, **bb_kw,
-    )  # fmt: skip
-    num_classes = int(o.pop("num_classes", 81))
-    kw = dict(min_size=o.pop("min_size", 800), max_size=o.pop("max_size", 1333))
-    if isinstance(kw["min_size"], list):
-        kw["min_size"] = tuple(kw["min_size"])
-    kw.update(o)  # torchvision's own options (rpn_*, box_*)
-    model = cls(backbone, num_classes=num_classes, **kw)
-    model.model_name = name
-    model.arch = spec["arch"]
-    model.num_classes = num_classes
-    if full_ckpt is not None:
-        load_state_dict_checked(model, full_ckpt, f"checkpoint {pretrained}")
-    return model
+    return ratio, bb_kw
+
+
+def _detector_weights(pretrained: bool | str) -> tuple[dict[str, Any] | None, bool | str]:
+    """(a whole detector's state dict, or None; what the backbone loads): a checkpoint path
+    with detector keys (``roi_heads.``, ``rpn.``, ``backbone.body.``) is a whole detector;
+    anything else (``"torchvision[:NAME]"``, ``True``, a backbone's checkpoint) is the
+    backbone's."""
+    if isinstance(pretrained, str) and pretrained and not pretrained.startswith("torchvision"):
+        sd = load_checkpoint_file(pretrained)
+        if any(k.startswith(("roi_heads.", "rpn.", "backbone.body.")) for k in sd):
+            return sd, False
+    return None, pretrained or False

@@ -340,6 +340,29 @@ def add_context_blocks(
     Returns the names of the inserted blocks (``<module>.context_block``), in module order.
     Nothing is changed when an error is raised.
     """
+    patterns = _after_patterns(model, block, after)
+    modules = dict(model.named_modules())
+    names = [n for n in modules if n]
+    # 1. the targets: globs directly, presets as candidates whose stage may need the trace
+    targets, candidates = _match(model, patterns, names)
+    # 2. one traced forward, if anything needs it; it gives the presets' stages
+    records, in_size = _trace_if_needed(model, modules, targets, candidates, example_input)
+    targets |= _preset_targets(candidates, records, in_size)
+    # 3. checks and channels, then the blocks (nothing is changed before all are built)
+    plan = []
+    for name in (n for n in names if n in targets):
+        channels = _target_channels(modules, name, records.get(name))
+        plan.append(_plug(model, modules, name, channels, block, block_kwargs))
+    for parent, attr, _, plug in plan:
+        parent._modules[attr] = plug
+    return [f"{name}.context_block" for _, _, name, _ in plan]
+
+
+_Candidate = tuple[str, str, str | None, tuple[str, ...]]  # a preset's (block, target, stage, stages)
+
+
+def _after_patterns(model: nn.Module, block: str, after: str | Sequence[str]) -> list[str]:
+    """``after`` as a list of patterns, once ``model``, ``block`` and ``after`` are checked."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"add_context_blocks needs an nn.Module, got {type(model).__name__}")
     if block not in list_blocks():
@@ -349,12 +372,14 @@ def add_context_blocks(
     patterns = [after] if isinstance(after, str) else list(after)
     if not patterns or not all(isinstance(p, str) and p for p in patterns):
         raise ValueError(f"after must be a glob, a preset or a list of them, got {after!r}")
-    modules = dict(model.named_modules())
-    names = [n for n in modules if n]
+    return patterns
 
-    # 1. the targets: globs directly, presets as candidates whose stage may need the trace
+
+def _match(model: nn.Module, patterns: list[str], names: list[str]) -> tuple[set[str], list[_Candidate]]:
+    """(the modules the globs name, the presets' candidates): a pattern that matches nothing
+    raises."""
     targets: set[str] = set()
-    candidates: list[tuple[str, str, str | None, tuple[str, ...]]] = []  # (block, target, stage, stages)
+    candidates: list[_Candidate] = []
     for pattern in patterns:
         if pattern.startswith("preset:"):
             preset, position, stages = _parse_preset(pattern)
@@ -372,20 +397,36 @@ def add_context_blocks(
             if not hits:
                 raise _no_match(pattern, model, names)
             targets.update(hits)
+    return targets, candidates
 
-    # 2. one traced forward, if anything needs it
+
+def _trace_if_needed(
+    model: nn.Module,
+    modules: Mapping[str, nn.Module],
+    targets: set[str],
+    candidates: list[_Candidate],
+    example_input: Any,
+) -> tuple[dict[str, list[Any]], int | None]:
+    """(what the traced modules returned, the example's height) from one forward, run only
+    when a preset's stage is unknown, a target does not state its channels, or
+    ``example_input`` is given (then every target is checked); ``({}, None)`` otherwise."""
     need = {b: modules[b] for b, _, stage, _ in candidates if stage is None}
     wanted = targets | {t for _, t, _, _ in candidates}
     need.update(
         {t: modules[t] for t in wanted if example_input is not None or _declared_channels(modules[t]) is None}
     )
-    records: dict[str, list[Any]] = {}
-    in_size = None
-    if need:
-        example = _default_input(model) if example_input is None else example_input
-        records = _trace(model, need, example)
-        first = example[0] if isinstance(example, tuple) else example
-        in_size = first.shape[-2] if isinstance(first, torch.Tensor) and first.dim() >= 3 else None
+    if not need:
+        return {}, None
+    example = _default_input(model) if example_input is None else example_input
+    records = _trace(model, need, example)
+    first = example[0] if isinstance(example, tuple) else example
+    in_size = first.shape[-2] if isinstance(first, torch.Tensor) and first.dim() >= 3 else None
+    return records, in_size
+
+
+def _preset_targets(candidates: list[_Candidate], records: Mapping[str, list[Any]], in_size) -> set[str]:
+    """The candidates whose stage (known, or from the traced output size) the preset asks for."""
+    targets = set()
     for blk, target, stage, stages in candidates:
         if stage is None:
             outs = records[blk]
@@ -395,42 +436,53 @@ def add_context_blocks(
             stage = _stage_of(in_size / outs[0][-2])
         if stage in stages:
             targets.add(target)
+    return targets
 
-    # 3. checks and channels, then the blocks (nothing is changed before all are built)
-    plan = []
-    for name in (n for n in names if n in targets):
-        owner = _owner(modules, name)
-        if owner is not None:
-            raise ValueError(
-                f"module {name!r} is already followed by the context block "
-                f"{owner}.context_block (add_context_blocks was called on it before)"
-            )
-        outs = records.get(name)
-        if outs is not None:
-            if not outs:
-                raise ValueError(f"module {name!r} did not run in the forward on the example input")
-            if len(outs) > 1:
-                raise ValueError(f"module {name!r} runs {len(outs)} times per forward (a shared module); "
-                                 "pick modules that run once")  # fmt: skip
-            if not isinstance(outs[0], tuple) or not 3 <= len(outs[0]) <= 5:
-                what = f"a tensor of shape {outs[0]}" if isinstance(outs[0], tuple) else f"a {outs[0]}"
-                raise ValueError(f"module {name!r} returns {what}, not an (N, C, ...) feature map")
-            channels = outs[0][1]
-        else:
-            channels = _declared_channels(modules[name])
-        mod = modules[name]
-        ref = next((t for t in (*mod.parameters(), *mod.buffers()) if t.is_floating_point()), None)
-        if ref is None:  # a parameter-free module (an activation): the model's device and dtype
-            ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
-        new = create_block(block, channels, **block_kwargs)
-        if ref is not None:
-            new = new.to(device=ref.device, dtype=ref.dtype)
-        new.train(mod.training)
-        parent, _, attr = name.rpartition(".")
-        plan.append((modules[parent], attr, name, ContextPlug(mod, new, channels, name)))
-    for parent, attr, _, plug in plan:
-        parent._modules[attr] = plug
-    return [f"{name}.context_block" for _, _, name, _ in plan]
+
+def _target_channels(modules: Mapping[str, nn.Module], name: str, outs: list[Any] | None) -> int | None:
+    """The channels of the map module ``name`` returns: from its traced outputs ``outs`` (one
+    (N, C, ...) map, else a ValueError) or, not traced, from what it declares; a module
+    already followed by a context block raises."""
+    owner = _owner(modules, name)
+    if owner is not None:
+        raise ValueError(
+            f"module {name!r} is already followed by the context block "
+            f"{owner}.context_block (add_context_blocks was called on it before)"
+        )
+    if outs is None:
+        return _declared_channels(modules[name])
+    if not outs:
+        raise ValueError(f"module {name!r} did not run in the forward on the example input")
+    if len(outs) > 1:
+        raise ValueError(f"module {name!r} runs {len(outs)} times per forward (a shared module); "
+                         "pick modules that run once")  # fmt: skip
+    if not isinstance(outs[0], tuple) or not 3 <= len(outs[0]) <= 5:
+        what = f"a tensor of shape {outs[0]}" if isinstance(outs[0], tuple) else f"a {outs[0]}"
+        raise ValueError(f"module {name!r} returns {what}, not an (N, C, ...) feature map")
+    return outs[0][1]
+
+
+def _plug(
+    model: nn.Module,
+    modules: Mapping[str, nn.Module],
+    name: str,
+    channels: int | None,
+    block: str,
+    block_kwargs: Mapping[str, Any],
+) -> tuple[nn.Module, str, str, ContextPlug]:
+    """(the parent, the attribute, ``name``, the :class:`ContextPlug` to put there): a new
+    ``block`` on the device and dtype of the module (or, parameter-free, of ``model``), in
+    its training mode."""
+    mod = modules[name]
+    ref = next((t for t in (*mod.parameters(), *mod.buffers()) if t.is_floating_point()), None)
+    if ref is None:  # a parameter-free module (an activation): the model's device and dtype
+        ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    new = create_block(block, channels, **block_kwargs)
+    if ref is not None:
+        new = new.to(device=ref.device, dtype=ref.dtype)
+    new.train(mod.training)
+    parent, _, attr = name.rpartition(".")
+    return modules[parent], attr, name, ContextPlug(mod, new, channels, name)
 
 
 def inserted_blocks(model: nn.Module) -> dict[str, nn.Module]:

@@ -17,7 +17,7 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -36,6 +36,7 @@ __all__ = [
     "register_family",
     "register_model",
     "model_config",
+    "named_model",
 ]
 
 _ARCHS: dict[str, dict[str, Any]] = {
@@ -53,6 +54,7 @@ _ARCHS: dict[str, dict[str, Any]] = {
 
 assert set(TORCHVISION_ARCH) <= set(_ARCHS)
 
+_M = TypeVar("_M", bound=nn.Module)
 _MODELS: dict[str, dict[str, Any]] = {}
 # families of models built on the ResNets (segmentors, detectors): name -> (specs, builder)
 _FAMILIES: dict[str, tuple[Mapping[str, Any], Callable[..., nn.Module]]] = {}
@@ -81,6 +83,15 @@ register_model("se_resnet50", "resnet50", "se", stages="c2-c5", ratio=1 / 16)
 register_model("nl_resnet50", "resnet50", "nl", stages=("c4",), indices={"c4": [-2]},
                position="after_add")  # fmt: skip
 register_model("gc_resnet50_c4", "resnet50", "gc", stages=("c4",), ratio=1 / 16)
+
+
+def named_model(model: _M, name: str, arch: str) -> _M:
+    """``model`` with its registered ``model_name`` and the ``arch`` whose weights it takes
+    (a video model: the 2D ResNet it inflates): the two attributes every builder sets, in one
+    place (a checkpoint that does not fit names ``model_name`` in its message)."""
+    model.model_name = name
+    model.arch = arch
+    return model
 
 
 def register_family(family: str, specs: Mapping[str, Any], builder: Callable[..., nn.Module]) -> None:
@@ -208,9 +219,7 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
             return model
     cfg = model_config(name, **overrides)
     arch = cfg.pop("_arch")
-    model = ResNet(**cfg)
-    model.model_name = name
-    model.arch = arch
+    model = named_model(ResNet(**cfg), name, arch)
     if pretrained:
         load_pretrained(model, pretrained, arch=arch)
     if context:

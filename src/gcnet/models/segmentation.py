@@ -25,17 +25,31 @@ Key names follow mmsegmentation (``decode_head.convs.0.conv.weight``, ``conv_seg
 
 from __future__ import annotations
 
+import difflib
+import enum
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gcnet.convert import segmentor_from_mmseg
 from gcnet.layers import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
 
+from .registry import create_model, named_model
 from .resnet import BasicBlock, ResNet
+from .weights import download_weights, load_checkpoint_file, load_pretrained, load_state_dict_checked
 
-__all__ = ["ConvNormAct", "FCNHead", "EncoderDecoder", "SeedGCNet", "TinyBackbone", "HEAD_CONTEXTS"]
+__all__ = [
+    "ConvNormAct",
+    "FCNHead",
+    "EncoderDecoder",
+    "SeedGCNet",
+    "TinyBackbone",
+    "HEAD_CONTEXTS",
+    "SegWeights",
+    "resolve_seg_weights",
+]
 
 HEAD_CONTEXTS = ("none", "gc", "nl", "se", "snl")
 
@@ -199,6 +213,8 @@ class TinyBackbone(nn.Module):
     returns ``[c2]`` (one map, stride 4), like a ResNet's with ``out_indices=(0,)``.
     """
 
+    arch = "tiny"  # no published weights: ``pretrained`` refuses it
+
     def __init__(self, width: int = 32, blocks: int = 2, norm: str = "bn") -> None:
         super().__init__()
         if width < 2 or width % 2 or blocks < 1:
@@ -310,32 +326,57 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
     ``align_corners``, ``backbone`` (another ResNet name, e.g. ``gc_resnet50_v1c`` for GC in
     the backbone too) and ``backbone_kwargs`` (passed to :func:`gcnet.create_model`).
 
-    ``pretrained``: ``"openmmlab"`` (open-mmlab's ImageNet ResNet-V1c weights for the
-    deep-stem backbones, downloaded once, as mmseg's recipes start from);
-    ``"torchvision"`` (ImageNet weights for torchvision-stem backbones); a backbone checkpoint path
-    (torchvision / mmcv ``resnet50_v1c`` / ours); or a whole-segmentor checkpoint (ours, or
-    mmsegmentation's, converted by :func:`gcnet.convert.segmentor_from_mmseg`).
+    ``pretrained`` (:class:`SegWeights` names its cases): ``False``; ``True`` /
+    ``"torchvision[:NAME]"`` (ImageNet weights for torchvision-stem backbones);
+    ``"openmmlab"`` (open-mmlab's ImageNet ResNet-V1c weights for the deep-stem backbones,
+    downloaded once, as mmseg's recipes start from); a backbone checkpoint path (torchvision /
+    mmcv ``resnet50_v1c`` / ours); or a whole-segmentor checkpoint (ours, or mmsegmentation's,
+    converted by :func:`gcnet.convert.segmentor_from_mmseg`).
     """
-    from .registry import create_model
-    from .weights import download_weights, load_checkpoint_file, load_pretrained, load_state_dict_checked
+    spec = _segmentor_spec(name, overrides)
+    backbone, c4, c5 = _segmentor_backbone(name, spec, overrides)
+    model = named_model(_segmentor_heads(spec, backbone, c4, c5), name, backbone.arch)
+    weights, state_dict = resolve_seg_weights(pretrained)
+    if weights in (SegWeights.SEGMENTOR_FILE, SegWeights.MMSEG_FILE):
+        load_state_dict_checked(model, state_dict, f"checkpoint {pretrained}")
+    elif weights is SegWeights.OPENMMLAB:
+        _load_openmmlab(backbone)
+    elif weights is not SegWeights.NONE:  # torchvision's or a backbone checkpoint, into the backbone
+        if backbone.arch == "tiny":
+            raise ValueError(f"model {name!r}: there are no pretrained weights for the tiny backbone")
+        if weights is SegWeights.TORCHVISION and backbone.deep_stem:
+            raise ValueError(
+                f"torchvision has no ImageNet weights for the deep-stem backbone {backbone.arch!r}: use "
+                "pretrained='openmmlab', a V1c checkpoint path, or backbone_kwargs={'deep_stem': False}"
+            )
+        load_pretrained(backbone, pretrained, arch=backbone.arch.removesuffix("_v1c"))
+    return model
 
+
+def _segmentor_spec(name: str, overrides: dict) -> dict:
+    """The registered spec of ``name`` with ``overrides`` (less ``backbone_kwargs``) and an int
+    ``num_classes``; an unknown option, or one that no block of the model's head reads, raises."""
     unknown = sorted(set(overrides) - set(_SEG_OPTIONS))
     if unknown:
-        import difflib
-
         hints = []
         for k in unknown:
             near = difflib.get_close_matches(k, _SEG_OPTIONS, 1)
             hints.append(f"{k!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
         raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(hints)}; expected {_SEG_OPTIONS}")
     spec = {**SEGMENTORS[name], **{k: v for k, v in overrides.items() if k not in ("backbone_kwargs",)}}
-    num_classes = int(spec.get("num_classes", 19))
+    spec["num_classes"] = int(spec.get("num_classes", 19))
     head = spec["head"]
     for k, heads in _HEAD_BLOCK_OPTIONS.items():  # an option no block of this head reads
         if k in overrides and head not in heads and not (head == "seed" and k == "ratio"):
             raise ValueError(f"option {k!r} of model {name!r}: its head has "
                              f"{'no context block' if head == 'none' else f'a {head} block'}, "
                              f"and only a {'/'.join(heads)} block reads {k!r}")  # fmt: skip
+    return spec
+
+
+def _segmentor_backbone(name: str, spec: dict, overrides: dict) -> tuple[nn.Module, int, int]:
+    """(the backbone, the channels of c4, of c5): a :class:`TinyBackbone` (c4 = c5: its one
+    map) or a dilated ResNet of :func:`gcnet.create_model`."""
     norm = spec.get("norm", "bn")
     bb_kwargs = dict(overrides.get("backbone_kwargs") or {})
     if spec["backbone"] == "tiny":
@@ -344,73 +385,93 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
                 f"model {name!r}: the tiny backbone has output stride 4, got {spec['output_stride']}"
             )
         backbone = TinyBackbone(int(spec.get("width", 32)), norm=norm, **bb_kwargs)
-        backbone.arch = "tiny"
-        c4 = c5 = backbone.num_features
-    else:
-        if "width" in overrides:
-            raise ValueError(f"option 'width' of model {name!r}: only the tiny backbone has a width")
-        backbone = create_model(
-            spec["backbone"], num_classes=0, output_stride=int(spec["output_stride"]), norm=norm,
-            out_indices=(2, 3), **{"contract_dilation": True, **bb_kwargs},
-        )  # fmt: skip
-        # contract_dilation: mmseg's ResNetV1c(contract_dilation=True) for the -d8/-d16 models and
-        # torchvision's replace_stride_with_dilation for the seed's: the first block of a dilated
-        # stage gets half the stage's dilation (layer3[0] 1, layer4[0] 2 at output stride 8)
-        c4, c5 = backbone.feature_channels[2], backbone.feature_channels[3]
-    arch = backbone.arch
-    if norm == "syncbn":
+        return backbone, backbone.num_features, backbone.num_features
+    if "width" in overrides:
+        raise ValueError(f"option 'width' of model {name!r}: only the tiny backbone has a width")
+    backbone = create_model(
+        spec["backbone"], num_classes=0, output_stride=int(spec["output_stride"]), norm=norm,
+        out_indices=(2, 3), **{"contract_dilation": True, **bb_kwargs},
+    )  # fmt: skip
+    # contract_dilation: mmseg's ResNetV1c(contract_dilation=True) for the -d8/-d16 models and
+    # torchvision's replace_stride_with_dilation for the seed's: the first block of a dilated
+    # stage gets half the stage's dilation (layer3[0] 1, layer4[0] 2 at output stride 8)
+    return backbone, backbone.feature_channels[2], backbone.feature_channels[3]
+
+
+def _segmentor_heads(spec: dict, backbone: nn.Module, c4: int, c5: int) -> nn.Module:
+    """``backbone`` under the heads of ``spec``: :class:`SeedGCNet`'s, or an
+    :class:`EncoderDecoder` with an :class:`FCNHead` decode head (its block: ``spec["head"]``)
+    on c5 and, unless ``aux`` is off, an auxiliary FCN head on c4."""
+    num_classes = spec["num_classes"]
+    if spec["head"] == "seed":
+        return SeedGCNet(backbone, num_classes, spec.get("ratio", 1 / 16), channels=int(spec["channels"]))
+    if spec.get("norm", "bn") == "syncbn":
         from gcnet.layers.sync_bn import SyncBatchNorm
 
         norm_layer: Callable[[int], nn.Module] = SyncBatchNorm
     else:
         norm_layer = nn.BatchNorm2d
     dropout = float(spec.get("dropout", 0.1))
-    if head == "seed":
-        model: nn.Module = SeedGCNet(backbone, num_classes, ratio=spec.get("ratio", 1 / 16),
-                                     channels=int(spec["channels"]))  # fmt: skip
-    else:
-        gc_kw = {k: spec[k] for k in ("ratio", "pooling", "fusion", "sub_sample") if k in spec}
-        decode = FCNHead(c5, int(spec["channels"]), num_classes, num_convs=2,
-                         concat_input=bool(spec.get("concat_input", True)), dropout=dropout, context=head,
-                         norm_layer=norm_layer, **gc_kw)  # fmt: skip
-        aux = None
-        if spec.get("aux", True):
-            aux = FCNHead(c4, int(spec["aux_channels"]), num_classes, num_convs=1, concat_input=False,
-                          dropout=dropout, in_index=-2, norm_layer=norm_layer)  # fmt: skip
-        model = EncoderDecoder(backbone, decode, aux, align_corners=bool(spec.get("align_corners", False)))
-    model.model_name = name
-    model.arch = arch
+    gc_kw = {k: spec[k] for k in ("ratio", "pooling", "fusion", "sub_sample") if k in spec}
+    decode = FCNHead(c5, int(spec["channels"]), num_classes, num_convs=2,
+                     concat_input=bool(spec.get("concat_input", True)), dropout=dropout, context=spec["head"],
+                     norm_layer=norm_layer, **gc_kw)  # fmt: skip
+    aux = None
+    if spec.get("aux", True):
+        aux = FCNHead(c4, int(spec["aux_channels"]), num_classes, num_convs=1, concat_input=False,
+                      dropout=dropout, in_index=-2, norm_layer=norm_layer)  # fmt: skip
+    return EncoderDecoder(backbone, decode, aux, align_corners=bool(spec.get("align_corners", False)))
+
+
+class SegWeights(enum.Enum):
+    """What ``create_segmentor(pretrained=...)`` loads (:func:`resolve_seg_weights`)."""
+
+    NONE = "no weights"
+    TORCHVISION = "torchvision's ImageNet weights, into the backbone"
+    OPENMMLAB = "open-mmlab's ImageNet ResNet-V1c weights, into the backbone"
+    BACKBONE_FILE = "a backbone checkpoint (torchvision / mmcv ResNet-V1c / ours), into the backbone"
+    SEGMENTOR_FILE = "a whole-segmentor checkpoint of ours"
+    MMSEG_FILE = "an official mmsegmentation checkpoint, converted to ours"
+
+
+def resolve_seg_weights(pretrained: bool | str) -> tuple[SegWeights, dict[str, torch.Tensor] | None]:
+    """The case ``pretrained`` names, with the state dict to load for a whole segmentor:
+
+    - :attr:`~SegWeights.NONE`: ``False`` (or any false value);
+    - :attr:`~SegWeights.TORCHVISION`: ``True``, ``"torchvision"`` or ``"torchvision:NAME"``;
+    - :attr:`~SegWeights.OPENMMLAB`: ``"openmmlab"``;
+    - another string is a checkpoint path (read here): :attr:`~SegWeights.SEGMENTOR_FILE`
+      when it holds decode-head keys, :attr:`~SegWeights.MMSEG_FILE` when those are
+      mmsegmentation's (``gc_block`` / ``nl_block``; converted), else
+      :attr:`~SegWeights.BACKBONE_FILE`.
+
+    Anything else raises a one-line ValueError."""
+    if not pretrained:
+        return SegWeights.NONE, None
+    if pretrained is True or (isinstance(pretrained, str) and pretrained.startswith("torchvision")):
+        return SegWeights.TORCHVISION, None
     if pretrained == "openmmlab":
-        if arch not in OPENMMLAB_V1C:
-            raise ValueError(f"no open-mmlab weights for {arch!r}; expected one of {sorted(OPENMMLAB_V1C)}")
-        url = OPENMMLAB_V1C[arch]
+        return SegWeights.OPENMMLAB, None
+    if not isinstance(pretrained, str):
+        raise ValueError(f"pretrained={pretrained!r}: expected False, True, 'torchvision[:NAME]', "
+                         "'openmmlab' or a checkpoint path (a str)")  # fmt: skip
+    sd = load_checkpoint_file(pretrained)
+    if not any(k.startswith(("decode_head.", "cls_seg.")) for k in sd):
+        return SegWeights.BACKBONE_FILE, None
+    if any(".gc_block." in k or ".nl_block." in k for k in sd):
+        return SegWeights.MMSEG_FILE, segmentor_from_mmseg(sd)
+    return SegWeights.SEGMENTOR_FILE, sd
 
-        def fetch():
-            return torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", weights_only=True, check_hash=True
-            )
 
-        sd = download_weights(fetch, f"open-mmlab {arch} weights", url)
-        sd = sd.get("state_dict", sd)
-        load_state_dict_checked(backbone, sd, f"open-mmlab {arch} weights")
-    elif pretrained:
-        if isinstance(pretrained, str) and not pretrained.startswith("torchvision"):
-            sd = load_checkpoint_file(pretrained)
-            if any(k.startswith("decode_head.") or k.startswith("cls_seg.") for k in sd):
-                if any(".gc_block." in k or ".nl_block." in k for k in sd):
-                    from gcnet.convert import segmentor_from_mmseg
+def _load_openmmlab(backbone: nn.Module) -> None:
+    """open-mmlab's ImageNet weights (:data:`OPENMMLAB_V1C`) for the arch of ``backbone``."""
+    arch = backbone.arch
+    if arch not in OPENMMLAB_V1C:
+        raise ValueError(f"no open-mmlab weights for {arch!r}; expected one of {sorted(OPENMMLAB_V1C)}")
+    url = OPENMMLAB_V1C[arch]
 
-                    sd = segmentor_from_mmseg(sd)
-                load_state_dict_checked(model, sd, f"checkpoint {pretrained}")
-                return model
-        if arch == "tiny":
-            raise ValueError(f"model {name!r}: there are no pretrained weights for the tiny backbone")
-        from_tv = pretrained is True or pretrained.startswith("torchvision")
-        if from_tv and backbone.deep_stem:
-            raise ValueError(
-                f"torchvision has no ImageNet weights for the deep-stem backbone {arch!r}: use "
-                "pretrained='openmmlab', a V1c checkpoint path, or backbone_kwargs={'deep_stem': False}"
-            )
-        arch = arch.removesuffix("_v1c")
-        load_pretrained(backbone, pretrained, arch=arch)
-    return model
+    def fetch():
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, check_hash=True)
+
+    sd = download_weights(fetch, f"open-mmlab {arch} weights", url)
+    load_state_dict_checked(backbone, sd.get("state_dict", sd), f"open-mmlab {arch} weights")

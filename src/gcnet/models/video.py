@@ -63,7 +63,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from gcnet.convert import is_mmdet_checkpoint, resnet_from_mmdet
 
-from .registry import resolve_config
+from .registry import named_model, resolve_config
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet, parse_stages
 from .weights import (
     _torchvision_state_dict,
@@ -347,9 +347,7 @@ def create_video_model(name: str, pretrained: bool | str = False, **overrides: A
     the overrides and ``pretrained`` (2D weights are inflated, 3D ones load as they are)."""
     cfg = video_model_config(name, **overrides)
     arch2d = cfg.pop("_arch")
-    model = ResNet3d(**cfg)
-    model.model_name = name
-    model.arch = arch2d  # the 2D arch whose weights inflate into it
+    model = named_model(ResNet3d(**cfg), name, arch2d)  # arch: the 2D one whose weights inflate
     if pretrained:
         load_video_pretrained(model, pretrained, arch=arch2d)
     return model

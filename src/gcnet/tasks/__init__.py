@@ -7,6 +7,7 @@ one line in :data:`TASKS` (see ``docs/architecture.md``).
 
 from __future__ import annotations
 
+from gcnet.config_schema import register_task
 from gcnet.errors import ConfigError
 
 from .base import DemoSpec, Task
@@ -21,6 +22,8 @@ __all__ = ["TASKS", "DemoSpec", "Task", "get_task", "task_for_model", "task_of"]
 TASKS: dict[str, Task] = {
     t.name: t for t in (ClassificationTask(), SegmentationTask(), DetectionTask(), VideoTask())
 }
+for _task in TASKS.values():  # the config layer calls a task's checks by its name
+    register_task(_task.name, _task.validate)
 
 
 def get_task(name: str) -> Task:

@@ -2,19 +2,23 @@
 detection (and any task added later), so that the training loop (:mod:`gcnet.engine`) and
 the command line (:mod:`gcnet.cli`) never name a task.
 
-A task is a plain object with hooks in four groups, called in this order by a training run:
+A task is a plain object with the hooks a training run calls, in four groups and in this
+order:
 
-1. config: :meth:`Task.validate` (called by :func:`gcnet.config.load_config`) and
-   :meth:`Task.data_root_overrides` (what ``--data ROOT`` means);
+1. config: :meth:`Task.validate` (called by :func:`gcnet.config.validate` through the
+   config schema's task registry) and :meth:`Task.data_root_overrides` (``--data ROOT``);
 2. data and model: :meth:`Task.build_data`, :attr:`Task.collate_fn`,
    :meth:`Task.train_batches`, :meth:`Task.build_model`;
 3. the step: :meth:`Task.batch_transform`, :meth:`Task.move_batch`, :meth:`Task.forward`,
    :meth:`Task.loss`;
-4. evaluation and reporting: :meth:`Task.evaluate`, :meth:`Task.val_metrics`,
-   :attr:`Task.metric` (which picks ``best.pth``), :meth:`Task.epoch_summary`,
-   :meth:`Task.report_eval` (``gcnet eval``), :meth:`Task.predict` /
-   :meth:`Task.format_predictions` (``gcnet predict``), :attr:`Task.demo` (``gcnet demo``)
-   and :meth:`Task.complexity` (``gcnet info``).
+4. evaluation: :meth:`Task.evaluate`, :meth:`Task.val_metrics`, :attr:`Task.metric` (which
+   picks ``best.pth``), :meth:`Task.epoch_summary`.
+
+What the loop never calls lives in three small parts beside the task, each with the task at
+``self.task``: :class:`Reporting` (``task.reporting``: ``gcnet eval``'s report, ``gcnet
+predict``), :class:`Demos` (``task.demos``: the demo specs and the demo report's hooks) and
+:class:`Analysis` (``task.analysis``: the example input of ``info`` / ``export``, the inputs
+and figures of ``analyze``, the plain twin and the complexity of ``info``).
 
 The defaults below are those of a dense-tensor task (images and targets collated into
 tensors, a model called on the images alone); a task overrides what differs.
@@ -38,7 +42,7 @@ from gcnet.data.datasets import IMG_EXTENSIONS
 from gcnet.errors import ConfigError
 from gcnet.models import create_model, did_you_mean_model, model_family
 
-__all__ = ["DemoSpec", "Task", "check_choice"]
+__all__ = ["Analysis", "DemoSpec", "Demos", "Reporting", "Task", "TaskPart", "check_choice"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class DemoSpec:
     (plain first), and the default output folder; optionally the seeds each model trains
     with (the table shows mean +- std), the overrides of ``--quick``, the model whose NL
     attention the cosine study reads and the one whose attention maps are drawn, and a
-    ``name`` for a demo listed in :attr:`Task.extra_demos`."""
+    ``name`` for a demo listed in :attr:`Demos.extra`."""
 
     recipe: str
     models: tuple[str, ...]
@@ -59,8 +63,161 @@ class DemoSpec:
     name: str = ""
 
 
+class TaskPart:
+    """A group of a task's hooks that the training loop does not call, beside the task
+    (``task.reporting``, ``task.demos``, ``task.analysis``); ``self.task`` is the task."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+
+class Reporting(TaskPart):
+    """``gcnet eval``'s report and ``gcnet predict`` (the defaults: none)."""
+
+    def report_eval(self, result: dict[str, Any], cfg: Mapping[str, Any], classes: Sequence[str],
+                    out_dir: str, num_images: int) -> None:  # fmt: skip
+        """Print an evaluation (``gcnet eval``) and write ``metrics.json`` and friends."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, cfg: Mapping[str, Any], classes: Sequence[str],
+                paths: Sequence[str], options: Mapping[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+        """Predictions on image files (``gcnet predict``), one JSON-able dict per file;
+        ``options``: ``topk``, ``score_threshold``, ``output`` (a folder for images)."""
+        raise NotImplementedError
+
+    def format_predictions(self, results: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class Demos(TaskPart):
+    """``gcnet demo``: the demo specs and the hooks of the demo's report (the defaults)."""
+
+    #: what ``gcnet demo --task NAME`` trains, or None
+    spec: DemoSpec | None = None
+
+    #: more demos of this task, each with a ``name`` that ``gcnet demo --task`` takes
+    extra: tuple[DemoSpec, ...] = ()
+
+    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
+        """Adjust a demo model's config (e.g. share one copy of generated data)."""
+        return cfg
+
+    def demo_input(self, cfg: Mapping[str, Any]):
+        """One input of the demo's size, for counting FLOPs."""
+        size = cfg["data"]["image_size"]
+        return torch.randn(1, 3, size, size)
+
+    def demo_note(self, row: Mapping[str, Any]) -> str:
+        """Extra text beside the demo's final metric (e.g. the mask AP)."""
+        return ""
+
+    def demo_scores(self, cfg: Mapping[str, Any], model: nn.Module) -> dict[str, float]:
+        """More scores of a trained demo model on the validation data, for the demo's table
+        ({label: percent}; e.g. the accuracy on the pixels only context decides)."""
+        return {}
+
+    def demo_references(self, cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, float]]]:
+        """Reference rows of the demo's table, [(label, {metric label: percent})], e.g. a
+        hand-written solution and the best a model blind to the context can do."""
+        return []
+
+    def demo_notes(self, cfg: Mapping[str, Any], models: Mapping[str, nn.Module]) -> list[str]:
+        """Lines for the demo report's introduction (what the data is, checked facts about
+        it and the trained ``models``)."""
+        return []
+
+
+class Analysis(TaskPart):
+    """``gcnet info`` / ``export`` / ``analyze``: example inputs, attention figures, the plain
+    twin and complexity (the defaults, a dense-tensor image task's)."""
+
+    def input_shape(self, cfg: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+        """The example input of ``gcnet info`` / ``export``: a trained run's own size, else
+        ImageNet's."""
+        size = int(cfg["data"]["image_size"]) if cfg else 224
+        return (1, 3, size, size)
+
+    def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
+        """The input size for the analysis tools on a trained model: the training size."""
+        return int(cfg["data"]["image_size"])
+
+    def analysis_inputs(self, paths: Sequence[str], cfg: Mapping[str, Any] | None, size: int,
+                        clip_len: int | None = None) -> tuple[torch.Tensor, list]:  # fmt: skip
+        """(normalised batch, the inputs as shown) for ``gcnet analyze attention`` on files:
+        whole images (not cropped: the short side at a run's own size, else at ``size``) with
+        the run's normalisation; each shown item is ``(image, the batch's (H, W))`` since
+        images of other shapes are padded to a common one."""
+        from gcnet.tools.attention import image_batch
+
+        data = None if cfg is None else {**cfg["data"], "image_size": self.analysis_size(cfg, size)}
+        x, shown = image_batch(list(paths), size, data, crop=False)
+        return x, [(img, tuple(x.shape[-2:])) for img in shown]
+
+    def plot_attention(self, shown, records: list, index: int, out_dir: str, stem: str,
+                       queries: int) -> list[str]:  # fmt: skip
+        """Figures of the recorded attention on input ``index``: one PNG per input, and an NL
+        block's per-query maps (the paper's Figure 2)."""
+        from gcnet.tools.visualize import plot_attention, plot_query_maps
+
+        out = [plot_attention(shown, records, index, os.path.join(out_dir, f"{stem}_attention.png"))]
+        for r in records:
+            if r.kind == "nl":
+                q = os.path.join(out_dir, f"{stem}_{r.name.replace('.', '_')}_queries.png")
+                out.append(plot_query_maps(shown, r, index, q, queries))
+        return out
+
+    def cosine_inputs(self, cfg: Mapping[str, Any] | None, data_dir: str | None, num: int, size: int,
+                      clip_len: int | None, out_dir: str) -> torch.Tensor:  # fmt: skip
+        """The inputs of ``gcnet analyze cosine``: the first ``num`` images under ``data_dir``,
+        else validation images of the embedded synthetic set."""
+        from gcnet.data import SyntheticContext
+        from gcnet.tools.attention import image_batch
+
+        data = None if cfg is None else {**cfg["data"], "image_size": self.analysis_size(cfg, size)}
+        if data_dir:
+            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(data_dir) for f in fs
+                           if f.lower().endswith(IMG_EXTENSIONS))[:num]  # fmt: skip
+            if not files:
+                raise FileNotFoundError(f"no images under {data_dir}")
+            return image_batch(files, size, data)[0]
+        size = data["image_size"] if data else size
+        ds = SyntheticContext(num, size, split="val")
+        mean = torch.tensor(data["mean"] if data else [0.485, 0.456, 0.406]).view(3, 1, 1)
+        std = torch.tensor(data["std"] if data else [0.229, 0.224, 0.225]).view(3, 1, 1)
+        return torch.stack([(ds[i][0].float() / 255 - mean) / std for i in range(len(ds))])
+
+    def plain_model(self, name: str, build: Callable[..., nn.Module], overrides: Mapping[str, Any]):
+        """(plain model, its description) to compare ``name`` with in ``gcnet info``: the
+        same network without context blocks, or (None, None)."""
+        return None, None
+
+    def complexity(self, model: nn.Module, plain: nn.Module | None, x: torch.Tensor) -> dict[str, Any]:
+        """Parameters and FLOPs of ``model`` (and ``plain``) on ``x`` for ``gcnet info``;
+        ``notes``: lines that say what was counted."""
+        from gcnet.tools.complexity import count_flops, count_params
+
+        with torch.no_grad():
+            out = {"params": count_params(model), "flops": count_flops(model, x), "notes": []}
+            if plain is not None:
+                out.update(plain_params=count_params(plain), plain_flops=count_flops(plain, x))
+        return out
+
+
 class Task:
-    """Base class of the tasks; see the module docstring for the order of the hooks."""
+    """Base class of the tasks; see the module docstring for the order of the hooks. What
+    the training loop does not call lives in three parts beside it, built with the task:
+    :attr:`reporting` (``gcnet eval``'s report, ``gcnet predict``), :attr:`demos` (``gcnet
+    demo``) and :attr:`analysis` (``gcnet info`` / ``export`` / ``analyze``)."""
+
+    #: the classes of the parts; a task overrides those it specialises
+    reporting_cls: type[Reporting] = Reporting
+    demos_cls: type[Demos] = Demos
+    analysis_cls: type[Analysis] = Analysis
+
+    def __init__(self) -> None:
+        self.reporting = self.reporting_cls(self)
+        self.demos = self.demos_cls(self)
+        self.analysis = self.analysis_cls(self)
 
     name: str = ""
     #: ``data.dataset`` values the task reads
@@ -73,9 +230,6 @@ class Task:
     metric: str = ""
     #: how the metric is called in printed summaries
     metric_label: str = ""
-    demo: DemoSpec | None = None
-    #: more demos of this task, each with a ``name`` that ``gcnet demo --task`` takes
-    extra_demos: tuple[DemoSpec, ...] = ()
     #: the :func:`gcnet.models.model_family` values of the task's models, and examples
     model_families: tuple[str, ...] = ()
     model_examples: str = ""
@@ -224,121 +378,10 @@ class Task:
             return ""
         return f", val {self.metric_label} {row[f'val_{self.metric}']:.2f}%"
 
-    def report_eval(self, result: dict[str, Any], cfg: Mapping[str, Any], classes: Sequence[str],
-                    out_dir: str, num_images: int) -> None:  # fmt: skip
-        """Print an evaluation (``gcnet eval``) and write ``metrics.json`` and friends."""
-        raise NotImplementedError
-
-    def predict(self, model: nn.Module, cfg: Mapping[str, Any], classes: Sequence[str],
-                paths: Sequence[str], options: Mapping[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-        """Predictions on image files (``gcnet predict``), one JSON-able dict per file;
-        ``options``: ``topk``, ``score_threshold``, ``output`` (a folder for images)."""
-        raise NotImplementedError
-
-    def format_predictions(self, results: Sequence[Mapping[str, Any]], options: Mapping[str, Any]) -> str:
-        raise NotImplementedError
-
     # -- demo and model information -----------------------------------------------------
-    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
-        """Adjust a demo model's config (e.g. share one copy of generated data)."""
-        return cfg
-
-    def demo_input(self, cfg: Mapping[str, Any]):
-        """One input of the demo's size, for counting FLOPs."""
-        size = cfg["data"]["image_size"]
-        return torch.randn(1, 3, size, size)
-
-    def demo_note(self, row: Mapping[str, Any]) -> str:
-        """Extra text beside the demo's final metric (e.g. the mask AP)."""
-        return ""
-
-    def demo_scores(self, cfg: Mapping[str, Any], model: nn.Module) -> dict[str, float]:
-        """More scores of a trained demo model on the validation data, for the demo's table
-        ({label: percent}; e.g. the accuracy on the pixels only context decides)."""
-        return {}
-
-    def demo_references(self, cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, float]]]:
-        """Reference rows of the demo's table, [(label, {metric label: percent})], e.g. a
-        hand-written solution and the best a model blind to the context can do."""
-        return []
-
-    def demo_notes(self, cfg: Mapping[str, Any], models: Mapping[str, nn.Module]) -> list[str]:
-        """Lines for the demo report's introduction (what the data is, checked facts about
-        it and the trained ``models``)."""
-        return []
-
-    def input_shape(self, cfg: Mapping[str, Any] | None = None) -> tuple[int, ...]:
-        """The example input of ``gcnet info`` / ``export``: a trained run's own size, else
-        ImageNet's."""
-        size = int(cfg["data"]["image_size"]) if cfg else 224
-        return (1, 3, size, size)
-
-    def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
-        """The input size for the analysis tools on a trained model: the training size."""
-        return int(cfg["data"]["image_size"])
 
     # -- analysis (gcnet analyze) -------------------------------------------------------
-    def analysis_inputs(self, paths: Sequence[str], cfg: Mapping[str, Any] | None, size: int,
-                        clip_len: int | None = None) -> tuple[torch.Tensor, list]:  # fmt: skip
-        """(normalised batch, the inputs as shown) for ``gcnet analyze attention`` on files:
-        whole images (not cropped: the short side at a run's own size, else at ``size``) with
-        the run's normalisation; each shown item is ``(image, the batch's (H, W))`` since
-        images of other shapes are padded to a common one."""
-        from gcnet.tools.attention import image_batch
-
-        data = None if cfg is None else {**cfg["data"], "image_size": self.analysis_size(cfg, size)}
-        x, shown = image_batch(list(paths), size, data, crop=False)
-        return x, [(img, tuple(x.shape[-2:])) for img in shown]
-
-    def plot_attention(self, shown, records: list, index: int, out_dir: str, stem: str,
-                       queries: int) -> list[str]:  # fmt: skip
-        """Figures of the recorded attention on input ``index``: one PNG per input, and an NL
-        block's per-query maps (the paper's Figure 2)."""
-        from gcnet.tools.visualize import plot_attention, plot_query_maps
-
-        out = [plot_attention(shown, records, index, os.path.join(out_dir, f"{stem}_attention.png"))]
-        for r in records:
-            if r.kind == "nl":
-                q = os.path.join(out_dir, f"{stem}_{r.name.replace('.', '_')}_queries.png")
-                out.append(plot_query_maps(shown, r, index, q, queries))
-        return out
-
-    def cosine_inputs(self, cfg: Mapping[str, Any] | None, data_dir: str | None, num: int, size: int,
-                      clip_len: int | None, out_dir: str) -> torch.Tensor:  # fmt: skip
-        """The inputs of ``gcnet analyze cosine``: the first ``num`` images under ``data_dir``,
-        else validation images of the embedded synthetic set."""
-        from gcnet.data import SyntheticContext
-        from gcnet.tools.attention import image_batch
-
-        data = None if cfg is None else {**cfg["data"], "image_size": self.analysis_size(cfg, size)}
-        if data_dir:
-            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(data_dir) for f in fs
-                           if f.lower().endswith(IMG_EXTENSIONS))[:num]  # fmt: skip
-            if not files:
-                raise FileNotFoundError(f"no images under {data_dir}")
-            return image_batch(files, size, data)[0]
-        size = data["image_size"] if data else size
-        ds = SyntheticContext(num, size, split="val")
-        mean = torch.tensor(data["mean"] if data else [0.485, 0.456, 0.406]).view(3, 1, 1)
-        std = torch.tensor(data["std"] if data else [0.229, 0.224, 0.225]).view(3, 1, 1)
-        return torch.stack([(ds[i][0].float() / 255 - mean) / std for i in range(len(ds))])
 
     def owns_model(self, name: str) -> bool:
         """Whether ``name`` (a registered model) is one of this task's models."""
         return False
-
-    def plain_model(self, name: str, build: Callable[..., nn.Module], overrides: Mapping[str, Any]):
-        """(plain model, its description) to compare ``name`` with in ``gcnet info``: the
-        same network without context blocks, or (None, None)."""
-        return None, None
-
-    def complexity(self, model: nn.Module, plain: nn.Module | None, x: torch.Tensor) -> dict[str, Any]:
-        """Parameters and FLOPs of ``model`` (and ``plain``) on ``x`` for ``gcnet info``;
-        ``notes``: lines that say what was counted."""
-        from gcnet.tools.complexity import count_flops, count_params
-
-        with torch.no_grad():
-            out = {"params": count_params(model), "flops": count_flops(model, x), "notes": []}
-            if plain is not None:
-                out.update(plain_params=count_params(plain), plain_flops=count_flops(plain, x))
-        return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,16 +14,40 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from gcnet.config_schema import bounded, register_section
 from gcnet.data import build_classification_data
 from gcnet.data.datasets import load_image
 from gcnet.data.transforms import build_batch_mix, build_transforms
+from gcnet.errors import ConfigError
 from gcnet.fileio import write_json
 from gcnet.models import model_config, model_family
 from gcnet.utils import distributed as du
 from gcnet.utils.device import autocast_ctx
 from gcnet.utils.progress import progress_bar
 
-from .base import DemoSpec, Task
+from .base import Analysis, Demos, DemoSpec, Reporting, Task
+
+
+@dataclass
+class AugmentConfig:
+    """``data.augment``: the image classification pipeline's augmentation."""
+
+    random_resized_crop: bool = False
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    hflip: bool = True
+    randaugment: bool = False
+    mixup: float = bounded(0.0, 0)
+    cutmix: float = bounded(0.0, 0)
+    eval_crop_ratio: float = bounded(0.875, 0, 1, lo_in=False)
+
+
+def _check_augment(cfg: Mapping[str, Any]) -> None:
+    scale = cfg["data"]["augment"]["scale"]
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(f"data.augment.scale must be [low, high] with 0 < low <= high <= 1, got {scale!r}")
+
+
+register_section("data.augment", AugmentConfig, "classification", _check_augment)
 
 __all__ = ["ClassScores", "ClassificationTask", "evaluate_classification"]
 
@@ -112,8 +137,83 @@ def evaluate_classification(
     }
 
 
+class ClassificationReporting(Reporting):
+    """``gcnet eval``'s report and ``gcnet predict`` for the classification task."""
+
+    def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
+        k = min(5, len(classes))
+        print(
+            f"{result['num_samples']} images: top-1 {result['top1']:.2f}%  top-{k} {result[f'top{k}']:.2f}%  "
+            f"loss {result['loss']:.4f}"
+        )
+        self._report_classes(result, classes, out_dir, "per-class accuracy:")
+
+    def _report_classes(self, result, classes, out_dir, heading: str) -> None:
+        """Print the per-class accuracies, write metrics.json and the confusion matrix PNG."""
+        from gcnet.tools.visualize import plot_confusion
+
+        print(heading)
+        for name, acc in zip(classes, result["per_class"]):
+            print(f"  {name:<28} {acc:6.2f}%")
+        cm = result.pop("confusion_matrix")
+        metrics = write_json(os.path.join(out_dir, "metrics.json"),
+                             {**result, "classes": list(classes), "confusion_matrix": cm.tolist()},
+                             indent=2)  # fmt: skip
+        png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
+        print(f"wrote {metrics} and {png}")
+        if result["skipped"]:
+            print(f"skipped {result['skipped']} unreadable {self.task.sample_noun}(s)")
+
+    def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
+        tf = build_transforms(cfg["data"], train=False, tensor_input=False)
+        k = min(int(options.get("topk", 5)), len(classes))
+        results = []
+        for path in paths:
+            x = tf(load_image(path)).unsqueeze(0)
+            with torch.no_grad():
+                prob = model(x).softmax(-1)[0]
+            p, i = prob.topk(k)
+            top = [{"class": classes[j], "prob": float(q)} for q, j in zip(p, i.tolist())]
+            results.append({"image": path, "top": top})
+        return results
+
+    def format_predictions(self, results: Sequence[Mapping[str, Any]], options) -> str:
+        lines = []
+        for r in results:
+            lines.append(r["image"])
+            lines += [f"  {t['prob']:7.2%}  {t['class']}" for t in r["top"]]
+        return "\n".join(lines)
+
+
+class ClassificationDemos(Demos):
+    """``gcnet demo`` for the classification task: its demo specs and report hooks."""
+
+    spec = DemoSpec("demo_synthetic.yaml", ("resnet18", "gc_resnet18"), "runs/demo_cls")
+
+
+class ClassificationAnalysis(Analysis):
+    """``gcnet info`` / ``export`` / ``analyze`` for the classification task."""
+
+    def plain_model(self, name, build, overrides):
+        from gcnet.models import ResNet, create_model
+
+        if overrides.get("context"):  # the same network without the context blocks put in
+            plain = create_model(name, **{k: v for k, v in overrides.items() if k != "context"})
+            return plain.eval(), f"{name} without model.context's blocks"
+        if model_family(name) == "external":
+            return None, None
+        cfg = model_config(name, **overrides)
+        cfg.pop("_arch")
+        if cfg.get("plugin") is None:
+            return None, None
+        return ResNet(**{**cfg, "plugin": None}).eval(), None
+
+
 class ClassificationTask(Task):
     name = "classification"
+    reporting_cls = ClassificationReporting
+    demos_cls = ClassificationDemos
+    analysis_cls = ClassificationAnalysis
     datasets = ("synthetic", "imagefolder", "cifar10", "cifar100")
     rootless_datasets = ("synthetic", "cifar10", "cifar100")
     metric = "top1"
@@ -121,7 +221,6 @@ class ClassificationTask(Task):
     model_families = ("resnet", "external")
     model_examples = "resnet50, gc_resnet50, tv:convnext_tiny, timm:efficientnet_b0"
     skips_bad_images = True
-    demo = DemoSpec("demo_synthetic.yaml", ("resnet18", "gc_resnet18"), "runs/demo_cls")
 
     def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
         dataset = cfg["data"]["dataset"]
@@ -163,63 +262,5 @@ class ClassificationTask(Task):
             return ""
         return f", val loss {row['val_loss']:.4f}, val top-1 {row['val_top1']:.2f}%"
 
-    def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
-        k = min(5, len(classes))
-        print(
-            f"{result['num_samples']} images: top-1 {result['top1']:.2f}%  top-{k} {result[f'top{k}']:.2f}%  "
-            f"loss {result['loss']:.4f}"
-        )
-        self._report_classes(result, classes, out_dir, "per-class accuracy:")
-
-    def _report_classes(self, result, classes, out_dir, heading: str) -> None:
-        """Print the per-class accuracies, write metrics.json and the confusion matrix PNG."""
-        from gcnet.tools.visualize import plot_confusion
-
-        print(heading)
-        for name, acc in zip(classes, result["per_class"]):
-            print(f"  {name:<28} {acc:6.2f}%")
-        cm = result.pop("confusion_matrix")
-        metrics = write_json(os.path.join(out_dir, "metrics.json"),
-                             {**result, "classes": list(classes), "confusion_matrix": cm.tolist()},
-                             indent=2)  # fmt: skip
-        png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
-        print(f"wrote {metrics} and {png}")
-        if result["skipped"]:
-            print(f"skipped {result['skipped']} unreadable {self.sample_noun}(s)")
-
-    def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
-        tf = build_transforms(cfg["data"], train=False, tensor_input=False)
-        k = min(int(options.get("topk", 5)), len(classes))
-        results = []
-        for path in paths:
-            x = tf(load_image(path)).unsqueeze(0)
-            with torch.no_grad():
-                prob = model(x).softmax(-1)[0]
-            p, i = prob.topk(k)
-            top = [{"class": classes[j], "prob": float(q)} for q, j in zip(p, i.tolist())]
-            results.append({"image": path, "top": top})
-        return results
-
-    def format_predictions(self, results: Sequence[Mapping[str, Any]], options) -> str:
-        lines = []
-        for r in results:
-            lines.append(r["image"])
-            lines += [f"  {t['prob']:7.2%}  {t['class']}" for t in r["top"]]
-        return "\n".join(lines)
-
     def owns_model(self, name: str) -> bool:
         return model_family(name) in self.model_families
-
-    def plain_model(self, name, build, overrides):
-        from gcnet.models import ResNet, create_model
-
-        if overrides.get("context"):  # the same network without the context blocks put in
-            plain = create_model(name, **{k: v for k, v in overrides.items() if k != "context"})
-            return plain.eval(), f"{name} without model.context's blocks"
-        if model_family(name) == "external":
-            return None, None
-        cfg = model_config(name, **overrides)
-        cfg.pop("_arch")
-        if cfg.get("plugin") is None:
-            return None, None
-        return ResNet(**{**cfg, "plugin": None}).eval(), None

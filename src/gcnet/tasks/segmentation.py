@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,18 +16,72 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gcnet.config_schema import bounded, pair_of_positive_ints, register_section
 from gcnet.data import segmentation as segdata
 from gcnet.data.datasets import load_image
 from gcnet.errors import ConfigError
 from gcnet.fileio import write_json
 from gcnet.models import SEGMENTORS, model_family
 
-from .base import DemoSpec, Task, check_choice
+from .base import Analysis, Demos, DemoSpec, Reporting, Task, check_choice
 from .seg_eval import evaluate_segmentation, predict_probs
 
 __all__ = ["IGNORE_INDEX", "SegmentationTask"]
 
 IGNORE_INDEX = 255
+
+
+@dataclass
+class SegDataConfig:
+    """``data.seg``: mmseg's joint pipeline, and your own classes."""
+
+    scale: list[int] | None = None  # [long, short] edges of the random rescale's base; None = as loaded
+    ratio_range: list[float] | None = field(default_factory=lambda: [0.5, 2.0])  # null: no random rescale
+    crop_size: list[int] | None = None  # [h, w] random crop (padded with ignore); None = whole image
+    cat_max_ratio: float = bounded(0.75, 0, 1, lo_in=False)
+    photometric: bool = True
+    test_scale: list[int] | None = None  # [long, short] keep-ratio resize of eval images; None = as is
+    # your classes (data.dataset=custom; or a voc / ade20k / cityscapes tree relabelled):
+    # a list of names (mask value i = the i-th) or a file (relative to data.root) with
+    # one "name [R G B]" per line; None: <root>/classes.txt (custom), the dataset's own
+    classes: list[str] | str | None = None
+    palette: list[list[int]] | None = None  # [[R, G, B], ...] one per class; None: classes.txt's or VOC's
+    ignore_index: int = 255  # the mask value that counts nowhere (as stored in the files)
+    reduce_zero_label: bool = False  # custom: label 0 -> ignore, k -> k-1 (ADE20K-style masks)
+    # custom: folders relative to data.root ("{split}" replaced; None: found), file suffixes,
+    # split lists (one stem per line; None: the folders' own split subfolders)
+    img_dir: str | None = None
+    ann_dir: str | None = None
+    img_suffix: str | None = None  # None: .jpg .jpeg .png .bmp .tif .tiff .webp
+    seg_map_suffix: str = ".png"
+    train_list: str | None = None
+    val_list: str | None = None
+
+
+@dataclass
+class SegEvalConfig:
+    """``eval``: segmentation inference (``batch_size``: detection's too)."""
+
+    mode: str = "whole"  # whole | slide
+    crop_size: list[int] | None = None  # [h, w] windows for slide
+    stride: list[int] | None = None  # [h, w]
+    scales: list[float] = field(default_factory=lambda: [1.0])  # multi-scale: e.g. [0.5, 0.75, 1.0, 1.5]
+    flip: bool = False
+    batch_size: int = bounded(1, 1)
+
+
+def _check_seg_sections(cfg: Mapping[str, Any]) -> None:
+    d, e = cfg["data"]["seg"], cfg["eval"]
+    for key, value in (("data.seg.crop_size", d["crop_size"]), ("eval.crop_size", e["crop_size"]),
+                       ("eval.stride", e["stride"]), ("data.seg.scale", d["scale"])):  # fmt: skip
+        pair_of_positive_ints(key, value)
+    rr = d["ratio_range"]
+    if rr is not None and (len(rr) != 2 or not 0 < rr[0] <= rr[1]):
+        raise ConfigError(f"data.seg.ratio_range must be [low, high] with 0 < low <= high, got {rr!r}")
+
+
+register_section("data.seg", SegDataConfig, "segmentation", _check_seg_sections)
+register_section("eval", SegEvalConfig, "segmentation")
 
 
 def _check_seg_data_keys(s: Mapping[str, Any]) -> None:
@@ -66,88 +121,8 @@ def _check_seg_data_keys(s: Mapping[str, Any]) -> None:
         raise ConfigError("data.seg.img_dir and data.seg.ann_dir go together: give both (or neither)")
 
 
-class SegmentationTask(Task):
-    name = "segmentation"
-    datasets = ("synthetic", "far_key", "cityscapes", "voc", "ade20k", "custom")
-    rootless_datasets = ("synthetic", "far_key")
-    generated_datasets = ("synthetic", "far_key")
-    metric = "mIoU"
-    metric_label = "mIoU"
-    model_families = ("segmentor",)
-    model_examples = "gcnet_r50_d8, fcn_r50_d8"
-    demo = DemoSpec("demo_segmentation.yaml", ("fcn_r18_d8", "gcnet_r18_d8"), "runs/demo_seg")
-    #: the main job (``gcnet demo``): plain vs GC vs SE vs NL on the far-key set
-    extra_demos = (
-        DemoSpec(
-            "demo_context.yaml", ("fcn_tiny_s4", "gcnet_tiny_s4", "se_tiny_s4", "nonlocal_tiny_s4"),
-            "runs/demo", seeds=(0, 1, 2), cosine_model="nonlocal_tiny_s4", attention_model="gcnet_tiny_s4",
-            name="context",
-            quick=("data.image_size=64", "data.train_size=32", "data.val_size=8", "train.batch_size=16",
-                   "train.epochs=1", "eval.batch_size=8"),
-        ),
-    )  # fmt: skip
-
-    def validate(self, cfg: Mapping[str, Any]) -> None:
-        super().validate(cfg)
-        check_choice(cfg, "eval.mode", ("whole", "slide"))
-        if cfg["eval"]["mode"] == "slide" and not (cfg["eval"]["crop_size"] and cfg["eval"]["stride"]):
-            raise ConfigError("eval.mode=slide needs eval.crop_size and eval.stride")
-        d = cfg["data"]
-        crop, rr = d["seg"]["crop_size"], d["seg"]["ratio_range"] or [1.0]
-        if crop and d["dataset"] in self.rootless_datasets and max(crop) > d["image_size"] * max(rr):
-            raise ConfigError(f"data.seg.crop_size={crop} is larger than any training image "
-                              f"(data.image_size={d['image_size']} x data.seg.ratio_range {rr})")  # fmt: skip
-        _check_seg_data_keys(d["seg"])
-
-    def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
-        """The recipe's own format; a recipe on an embedded set switches to ``custom`` (your
-        images and masks, classes from ``data.seg.classes`` or ``ROOT/classes.txt``) with a
-        pipeline for images of any size: the short side rescaled to about ``data.image_size``
-        (x 0.5-2 in training), random ``image_size`` crops (keys set by ``--set`` are kept)."""
-        d = cfg["data"]
-        if d["dataset"] not in self.rootless_datasets:
-            return {"data": {"root": root}}
-        size, s = int(d["image_size"]), d["seg"]
-        seg: dict[str, Any] = {}
-        if s["crop_size"] is None:
-            seg = {"crop_size": [size, size], "ratio_range": s["ratio_range"] or [0.5, 2.0]}
-            if s["scale"] is None:
-                seg["scale"] = [4 * size, size]
-        if s["test_scale"] is None:
-            seg["test_scale"] = [4 * size, size]
-        return {"data": {"dataset": "custom", "root": root, "seg": seg}}
-
-    def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
-        return segdata.build_segmentation_data(cfg, split)
-
-    def val_batch_size(self, cfg: Mapping[str, Any], per_rank: int) -> int:
-        return int(cfg["eval"]["batch_size"])
-
-    def loss(self, cfg: Mapping[str, Any], output, targets) -> torch.Tensor:
-        targets = targets.long()
-        if not isinstance(output, Mapping):
-            return F.cross_entropy(output.float(), targets, ignore_index=IGNORE_INDEX)
-        loss = F.cross_entropy(output["out"].float(), targets, ignore_index=IGNORE_INDEX)
-        if "aux" in output:
-            aux = F.cross_entropy(output["aux"].float(), targets, ignore_index=IGNORE_INDEX)
-            loss = loss + float(cfg["train"]["aux_loss_weight"]) * aux
-        return loss
-
-    def evaluate(self, cfg, model, loader, device, num_classes, amp="none", channels_last=False,
-                 progress=False, out_dir=None) -> dict[str, Any]:  # fmt: skip
-        return evaluate_segmentation(model, loader, device, num_classes, cfg["eval"], amp, channels_last,
-                                     IGNORE_INDEX, progress)  # fmt: skip
-
-    def val_metrics(self, result: Mapping[str, Any], num_classes: int) -> dict[str, float]:
-        return {"val_loss": result["loss"], "val_mIoU": result["mIoU"], "val_aAcc": result["aAcc"],
-                "val_mAcc": result["mAcc"]}  # fmt: skip
-
-    def epoch_summary(self, row: Mapping[str, Any]) -> str:
-        if "val_mIoU" not in row:
-            return ""
-        return (
-            f", val loss {row['val_loss']:.4f}, val mIoU {row['val_mIoU']:.2f}%, aAcc {row['val_aAcc']:.2f}%"
-        )
+class SegmentationReporting(Reporting):
+    """``gcnet eval``'s report and ``gcnet predict`` for the segmentation task."""
 
     def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
         e = cfg["eval"]
@@ -224,12 +199,29 @@ class SegmentationTask(Task):
             lines.append(f"{r['image']}: {top}\n  wrote {r['mask']}, {r['overlay']}, {r['labels']}")
         return "\n".join(lines)
 
+
+class SegmentationDemos(Demos):
+    """``gcnet demo`` for the segmentation task: its demo specs and report hooks."""
+
+    spec = DemoSpec("demo_segmentation.yaml", ("fcn_r18_d8", "gcnet_r18_d8"), "runs/demo_seg")
+
+    #: the main job (``gcnet demo``): plain vs GC vs SE vs NL on the far-key set
+    extra = (
+        DemoSpec(
+            "demo_context.yaml", ("fcn_tiny_s4", "gcnet_tiny_s4", "se_tiny_s4", "nonlocal_tiny_s4"),
+            "runs/demo", seeds=(0, 1, 2), cosine_model="nonlocal_tiny_s4", attention_model="gcnet_tiny_s4",
+            name="context",
+            quick=("data.image_size=64", "data.train_size=32", "data.val_size=8", "train.batch_size=16",
+                   "train.epochs=1", "eval.batch_size=8"),
+        ),
+    )  # fmt: skip
+
     def demo_scores(self, cfg: Mapping[str, Any], model) -> dict[str, float]:
         """On the far-key set: the accuracy on the object pixels, whose class only the key
         (beyond a plain network's sight) decides."""
         if cfg["data"]["dataset"] != "far_key":
             return {}
-        ds, _ = self.build_data(cfg, "val")
+        ds, _ = self.task.build_data(cfg, "val")
         hit = total = 0
         model.eval()
         with torch.no_grad():
@@ -251,7 +243,7 @@ class SegmentationTask(Task):
 
         from .seg_eval import confusion_matrix, metrics_from_confusion
 
-        ds, classes = self.build_data(cfg, "val")
+        ds, classes = self.task.build_data(cfg, "val")
         out = []
         oracles = (("oracle with global information (hand-written)", oracle_predict),
                    ("blind oracle: exact shapes, the key's class guessed", blind_oracle_predict))  # fmt: skip
@@ -276,7 +268,7 @@ class SegmentationTask(Task):
             return []
         from gcnet.tools.receptive_field import receptive_field_halfwidth
 
-        ds, _ = self.build_data(cfg, "val")
+        ds, _ = self.task.build_data(cfg, "val")
         plain = next(iter(models.values()))
         half = receptive_field_halfwidth(plain, 128)
         seen = "cannot see" if half < ds.min_distance else "CAN see"
@@ -295,19 +287,24 @@ class SegmentationTask(Task):
             "best is the blind oracle below: one object class in three.",
         ]
 
+
+class SegmentationAnalysis(Analysis):
+    """``gcnet info`` / ``export`` / ``analyze`` for the segmentation task."""
+
     def cosine_inputs(self, cfg, data_dir, num, size, clip_len, out_dir) -> torch.Tensor:
         """A run on an embedded set: its own validation images (else the base's choice)."""
-        if cfg is None or data_dir or cfg["data"]["dataset"] not in self.rootless_datasets:
+        if cfg is None or data_dir or cfg["data"]["dataset"] not in self.task.rootless_datasets:
             return super().cosine_inputs(cfg, data_dir, num, size, clip_len, out_dir)
-        ds, _ = self.build_data(cfg, "val")
+        ds, _ = self.task.build_data(cfg, "val")
         return torch.stack([ds[i][0] for i in range(min(num, len(ds)))])
 
     def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
         # real scenes are trained on crops of rescaled images: image_size means nothing there
-        return int(cfg["data"]["image_size"]) if cfg["data"]["dataset"] in self.rootless_datasets else default
-
-    def owns_model(self, name: str) -> bool:
-        return model_family(name) == "segmentor"
+        return (
+            int(cfg["data"]["image_size"])
+            if cfg["data"]["dataset"] in self.task.rootless_datasets
+            else default
+        )
 
     def plain_model(self, name, build, overrides):
         """A GCNet / NL head is compared with the FCN head on the same backbone."""
@@ -316,3 +313,82 @@ class SegmentationTask(Task):
             if name.startswith(prefix) and plain in SEGMENTORS:
                 return build(plain).eval(), plain
         return None, None
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    reporting_cls = SegmentationReporting
+    demos_cls = SegmentationDemos
+    analysis_cls = SegmentationAnalysis
+    datasets = ("synthetic", "far_key", "cityscapes", "voc", "ade20k", "custom")
+    rootless_datasets = ("synthetic", "far_key")
+    generated_datasets = ("synthetic", "far_key")
+    metric = "mIoU"
+    metric_label = "mIoU"
+    model_families = ("segmentor",)
+    model_examples = "gcnet_r50_d8, fcn_r50_d8"
+
+    def validate(self, cfg: Mapping[str, Any]) -> None:
+        super().validate(cfg)
+        check_choice(cfg, "eval.mode", ("whole", "slide"))
+        if cfg["eval"]["mode"] == "slide" and not (cfg["eval"]["crop_size"] and cfg["eval"]["stride"]):
+            raise ConfigError("eval.mode=slide needs eval.crop_size and eval.stride")
+        d = cfg["data"]
+        crop, rr = d["seg"]["crop_size"], d["seg"]["ratio_range"] or [1.0]
+        if crop and d["dataset"] in self.rootless_datasets and max(crop) > d["image_size"] * max(rr):
+            raise ConfigError(f"data.seg.crop_size={crop} is larger than any training image "
+                              f"(data.image_size={d['image_size']} x data.seg.ratio_range {rr})")  # fmt: skip
+        _check_seg_data_keys(d["seg"])
+
+    def data_root_overrides(self, cfg: Mapping[str, Any], root: str) -> dict[str, Any]:
+        """The recipe's own format; a recipe on an embedded set switches to ``custom`` (your
+        images and masks, classes from ``data.seg.classes`` or ``ROOT/classes.txt``) with a
+        pipeline for images of any size: the short side rescaled to about ``data.image_size``
+        (x 0.5-2 in training), random ``image_size`` crops (keys set by ``--set`` are kept)."""
+        d = cfg["data"]
+        if d["dataset"] not in self.rootless_datasets:
+            return {"data": {"root": root}}
+        size, s = int(d["image_size"]), d["seg"]
+        seg: dict[str, Any] = {}
+        if s["crop_size"] is None:
+            seg = {"crop_size": [size, size], "ratio_range": s["ratio_range"] or [0.5, 2.0]}
+            if s["scale"] is None:
+                seg["scale"] = [4 * size, size]
+        if s["test_scale"] is None:
+            seg["test_scale"] = [4 * size, size]
+        return {"data": {"dataset": "custom", "root": root, "seg": seg}}
+
+    def build_data(self, cfg: Mapping[str, Any], split: str) -> tuple[Dataset, list[str]]:
+        return segdata.build_segmentation_data(cfg, split)
+
+    def val_batch_size(self, cfg: Mapping[str, Any], per_rank: int) -> int:
+        return int(cfg["eval"]["batch_size"])
+
+    def loss(self, cfg: Mapping[str, Any], output, targets) -> torch.Tensor:
+        targets = targets.long()
+        if not isinstance(output, Mapping):
+            return F.cross_entropy(output.float(), targets, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(output["out"].float(), targets, ignore_index=IGNORE_INDEX)
+        if "aux" in output:
+            aux = F.cross_entropy(output["aux"].float(), targets, ignore_index=IGNORE_INDEX)
+            loss = loss + float(cfg["train"]["aux_loss_weight"]) * aux
+        return loss
+
+    def evaluate(self, cfg, model, loader, device, num_classes, amp="none", channels_last=False,
+                 progress=False, out_dir=None) -> dict[str, Any]:  # fmt: skip
+        return evaluate_segmentation(model, loader, device, num_classes, cfg["eval"], amp, channels_last,
+                                     IGNORE_INDEX, progress)  # fmt: skip
+
+    def val_metrics(self, result: Mapping[str, Any], num_classes: int) -> dict[str, float]:
+        return {"val_loss": result["loss"], "val_mIoU": result["mIoU"], "val_aAcc": result["aAcc"],
+                "val_mAcc": result["mAcc"]}  # fmt: skip
+
+    def epoch_summary(self, row: Mapping[str, Any]) -> str:
+        if "val_mIoU" not in row:
+            return ""
+        return (
+            f", val loss {row['val_loss']:.4f}, val mIoU {row['val_mIoU']:.2f}%, aAcc {row['val_aAcc']:.2f}%"
+        )
+
+    def owns_model(self, name: str) -> bool:
+        return model_family(name) == "segmentor"

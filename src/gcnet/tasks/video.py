@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from gcnet.config_schema import bounded, register_section
 from gcnet.errors import ConfigError
 from gcnet.models import model_family
 from gcnet.utils import distributed as du
@@ -28,12 +30,42 @@ from gcnet.utils.device import autocast_ctx
 from gcnet.utils.progress import progress_bar
 
 from .base import DemoSpec
-from .classification import ClassificationTask, ClassScores
+from .classification import (
+    ClassificationAnalysis,
+    ClassificationDemos,
+    ClassificationReporting,
+    ClassificationTask,
+    ClassScores,
+)
 
 __all__ = ["VideoTask", "evaluate_video", "video_data_config"]
 
 #: the data formats of gcnet.data.video; ``synthetic_video`` is generated into data.root
 VIDEO_DATASETS = ("synthetic_video", "video_list", "video_folder", "kinetics", "rawframes")
+
+
+@dataclass
+class VideoDataConfig:
+    """``data.video``: clips decoded with PyAV (:mod:`gcnet.data.video`)."""
+
+    train_list: str | None = None  # list / CSV file (relative to data.root); None: the format's default
+    val_list: str | None = None
+    filename_tmpl: str = "img_{:05d}.jpg"  # rawframes
+    clip_len: int = bounded(8, 1)  # frames per clip ...
+    frame_interval: int = bounded(8, 1)  # ... one every N-th (8x8 sampling)
+    train_scale: list[int] = field(
+        default_factory=lambda: [256, 320]
+    )  # short side: a random size in this range
+    crop_size: int = bounded(224, 8)  # train crop side
+    test_scale: int = bounded(256, 8)  # eval: short side, and the side of the 3 crops
+    num_clips: int = bounded(10, 1)  # gcnet eval / predict: clips per video ...
+    num_crops: int = bounded(3, 1, 3)  # ... x crops per clip (10 x 3 = 30 views)
+    val_clips: int = bounded(1, 1)  # validation inside training: fewer views (1 x 1: one centre clip)
+    val_crops: int = bounded(1, 1, 3)
+    skip_bad_videos: bool = False  # missing / undecodable clips: skip and count, or stop
+
+
+register_section("data.video", VideoDataConfig, "video")
 
 
 def video_data_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,11 +170,144 @@ def evaluate_video(
     return out
 
 
+class VideoReporting(ClassificationReporting):
+    """``gcnet eval``'s report and ``gcnet predict`` for the video task."""
+
+    def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
+        k = min(5, len(classes))
+        print(f"{result['num_samples']} videos x {result['views_per_video']} views "
+              f"({result['num_clips']} clips scored):")  # fmt: skip
+        print(f"  video: top-1 {result['top1']:.2f}%  top-{k} {result[f'top{k}']:.2f}%  "
+              f"mean class accuracy {result['mean_class_accuracy']:.2f}%")  # fmt: skip
+        print(f"  clip:  top-1 {result['clip_top1']:.2f}%  top-{k} {result[f'clip_top{k}']:.2f}%  "
+              f"loss {result['loss']:.4f}")  # fmt: skip
+        self._report_classes(result, classes, out_dir, "per-class accuracy (video level):")
+
+    def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
+        from gcnet.data.video import load_video_views
+
+        data = video_data_config(cfg)
+        views = (int(cfg["data"]["video"]["num_clips"]), int(cfg["data"]["video"]["num_crops"]))
+        k = min(int(options.get("topk", 5)), len(classes))
+        results = []
+        model.eval()
+        for path in paths:
+            x = load_video_views(path, data, views).unsqueeze(0)  # (1, V, C, T, H, W)
+            with torch.no_grad():
+                logits = _views_forward(model, x, int(cfg["train"]["batch_size"]), torch.device("cpu"),
+                                        "none", None)  # fmt: skip
+            prob = logits.softmax(-1).mean(1)[0]
+            p, i = prob.topk(k)
+            top = [{"class": classes[j], "prob": float(q)} for q, j in zip(p, i.tolist())]
+            results.append({"video": path, "views": x.shape[1], "top": top})
+        return results
+
+    def format_predictions(self, results: Sequence[Mapping[str, Any]], options) -> str:
+        lines = []
+        for r in results:
+            lines.append(f"{r['video']} ({r['views']} views)")
+            lines += [f"  {t['prob']:7.2%}  {t['class']}" for t in r["top"]]
+        return "\n".join(lines)
+
+
+class VideoDemos(ClassificationDemos):
+    """``gcnet demo`` for the video task: its demo specs and report hooks."""
+
+    spec = DemoSpec("demo_video.yaml", ("slowonly_r18", "gc_slowonly_r18"), "runs/demo_video")
+
+    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
+        """Both demo models read one copy of the generated videos."""
+        from gcnet.config import merge
+
+        if cfg["data"]["dataset"] == "synthetic_video" and not cfg["data"]["root"]:
+            cfg = merge(cfg, {"data": {"root": os.path.join(output, "data")}})
+        return cfg
+
+    def demo_input(self, cfg: Mapping[str, Any]):
+        v = cfg["data"]["video"]
+        return torch.randn(1, 3, int(v["clip_len"]), int(v["crop_size"]), int(v["crop_size"]))
+
+
+class VideoAnalysis(ClassificationAnalysis):
+    """``gcnet info`` / ``export`` / ``analyze`` for the video task."""
+
+    def input_shape(self, cfg: Mapping[str, Any] | None = None) -> tuple[int, ...]:
+        """One clip: a run's ``clip_len`` x ``crop_size``, else 8 x 224 x 224 (8x8 sampling)."""
+        if not cfg:
+            return (1, 3, 8, 224, 224)
+        v = cfg["data"]["video"]
+        return (1, 3, int(v["clip_len"]), int(v["crop_size"]), int(v["crop_size"]))
+
+    def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
+        return int(cfg["data"]["video"]["crop_size"])
+
+    def _analysis_data(self, cfg, size: int, clip_len: int | None, out_dir: str) -> dict[str, Any]:
+        """A run's data config, or (``--model NAME``) the embedded set's sampling at ``size``."""
+        if cfg is not None:
+            return video_data_config(cfg)
+        from gcnet.config import DEFAULTS
+
+        data = video_data_config({"data": DEFAULTS["data"], "output": {"dir": out_dir}})
+        data.update(dataset="synthetic_video", image_size=64, train_size=8, val_size=16, frame_interval=2,
+                    clip_len=clip_len or 8, test_scale=size, crop_size=size)  # fmt: skip
+        return data
+
+    @staticmethod
+    def _shown(views: torch.Tensor, data: Mapping[str, Any]) -> Any:
+        """A normalised clip (C, T, H, W) back to uint8 frames (T, H, W, 3) as shown."""
+        mean = torch.tensor(data["mean"]).view(3, 1, 1, 1)
+        std = torch.tensor(data["std"]).view(3, 1, 1, 1)
+        frames = ((views * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+        return frames.permute(1, 2, 3, 0).contiguous().numpy()
+
+    def analysis_inputs(self, paths, cfg, size, clip_len=None):
+        """One centre clip of each video (the middle of the video, the centre crop); each shown
+        item is ``(frames (T, H, W, 3) uint8, the frames' indices in the video)``."""
+        from gcnet.data.video import load_video_views
+
+        data = self._analysis_data(cfg, size, clip_len, ".")
+        clips = torch.cat([load_video_views(p, data, (1, 1)) for p in paths])  # (N, C, T, H, W)
+        return clips, [(self._shown(c, data), _clip_frame_ids(p, data)) for p, c in zip(paths, clips)]
+
+    def plot_attention(self, shown, records, index, out_dir, stem, queries) -> list[str]:
+        """The attention over T x H x W as a strip of frames (PNG, one row per stage) and an
+        animated GIF of the deepest stage's."""
+        from gcnet.tools.visualize import plot_video_attention, save_video_attention_gif
+
+        png = plot_video_attention(shown, records, index, os.path.join(out_dir, f"{stem}_attention.png"))
+        gif = save_video_attention_gif(shown, records, index, os.path.join(out_dir, f"{stem}_attention.gif"))
+        return [png, gif]
+
+    def cosine_inputs(self, cfg, data_dir, num, size, clip_len, out_dir) -> torch.Tensor:
+        """Centre clips of the first ``num`` videos under ``data_dir``, else of the run's
+        validation set (or the embedded synthetic set's, generated under ``out_dir``)."""
+        from gcnet.data.video import VIDEO_EXTENSIONS, build_video_dataset, load_video_views
+
+        data = self._analysis_data(cfg, size, clip_len, out_dir)
+        if data_dir:
+            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(data_dir) for f in fs
+                           if f.lower().endswith(VIDEO_EXTENSIONS))[:num]  # fmt: skip
+            if not files:
+                raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {data_dir}")
+            return torch.cat([load_video_views(p, data, (1, 1)) for p in files])
+        ds = build_video_dataset(data, "val", train=False, views=(1, 1))
+        return torch.stack([ds[i][0][0] for i in range(min(num, len(ds)))])
+
+    def plain_model(self, name, build, overrides):
+        from gcnet.models.video import plain_video_model
+
+        plain = plain_video_model(name, **overrides)
+        return (None, None) if plain is None else (plain.eval(), None)
+
+
 class VideoTask(ClassificationTask):
     """Action recognition on clips; the loss, the label smoothing, the class alignment and the
     epoch summary are classification's."""
 
     name = "video"
+    reporting_cls = VideoReporting
+    demos_cls = VideoDemos
+    analysis_cls = VideoAnalysis
     datasets = VIDEO_DATASETS
     rootless_datasets = generated_datasets = ("synthetic_video",)
     metric = "top1"
@@ -154,7 +319,6 @@ class VideoTask(ClassificationTask):
     skip_key = "data.video.skip_bad_videos"
     input_extensions = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")  # data.video's
     memory_format = torch.channels_last_3d
-    demo = DemoSpec("demo_video.yaml", ("slowonly_r18", "gc_slowonly_r18"), "runs/demo_video")
 
     def validate(self, cfg: Mapping[str, Any]) -> None:
         super(ClassificationTask, self).validate(cfg)
@@ -212,122 +376,7 @@ class VideoTask(ClassificationTask):
         return (f", val loss {row['val_loss']:.4f}, val video top-1 {row['val_top1']:.2f}% "
                 f"(clip {row['val_clip_top1']:.2f}%)")  # fmt: skip
 
-    def report_eval(self, result, cfg, classes, out_dir, num_images) -> None:
-        k = min(5, len(classes))
-        print(f"{result['num_samples']} videos x {result['views_per_video']} views "
-              f"({result['num_clips']} clips scored):")  # fmt: skip
-        print(f"  video: top-1 {result['top1']:.2f}%  top-{k} {result[f'top{k}']:.2f}%  "
-              f"mean class accuracy {result['mean_class_accuracy']:.2f}%")  # fmt: skip
-        print(f"  clip:  top-1 {result['clip_top1']:.2f}%  top-{k} {result[f'clip_top{k}']:.2f}%  "
-              f"loss {result['loss']:.4f}")  # fmt: skip
-        self._report_classes(result, classes, out_dir, "per-class accuracy (video level):")
-
-    def predict(self, model, cfg, classes, paths, options) -> list[dict[str, Any]]:
-        from gcnet.data.video import load_video_views
-
-        data = video_data_config(cfg)
-        views = (int(cfg["data"]["video"]["num_clips"]), int(cfg["data"]["video"]["num_crops"]))
-        k = min(int(options.get("topk", 5)), len(classes))
-        results = []
-        model.eval()
-        for path in paths:
-            x = load_video_views(path, data, views).unsqueeze(0)  # (1, V, C, T, H, W)
-            with torch.no_grad():
-                logits = _views_forward(model, x, int(cfg["train"]["batch_size"]), torch.device("cpu"),
-                                        "none", None)  # fmt: skip
-            prob = logits.softmax(-1).mean(1)[0]
-            p, i = prob.topk(k)
-            top = [{"class": classes[j], "prob": float(q)} for q, j in zip(p, i.tolist())]
-            results.append({"video": path, "views": x.shape[1], "top": top})
-        return results
-
-    def format_predictions(self, results: Sequence[Mapping[str, Any]], options) -> str:
-        lines = []
-        for r in results:
-            lines.append(f"{r['video']} ({r['views']} views)")
-            lines += [f"  {t['prob']:7.2%}  {t['class']}" for t in r["top"]]
-        return "\n".join(lines)
-
-    def prepare_demo(self, cfg: dict[str, Any], output: str) -> dict[str, Any]:
-        """Both demo models read one copy of the generated videos."""
-        from gcnet.config import merge
-
-        if cfg["data"]["dataset"] == "synthetic_video" and not cfg["data"]["root"]:
-            cfg = merge(cfg, {"data": {"root": os.path.join(output, "data")}})
-        return cfg
-
-    def demo_input(self, cfg: Mapping[str, Any]):
-        v = cfg["data"]["video"]
-        return torch.randn(1, 3, int(v["clip_len"]), int(v["crop_size"]), int(v["crop_size"]))
-
-    def input_shape(self, cfg: Mapping[str, Any] | None = None) -> tuple[int, ...]:
-        """One clip: a run's ``clip_len`` x ``crop_size``, else 8 x 224 x 224 (8x8 sampling)."""
-        if not cfg:
-            return (1, 3, 8, 224, 224)
-        v = cfg["data"]["video"]
-        return (1, 3, int(v["clip_len"]), int(v["crop_size"]), int(v["crop_size"]))
-
-    def analysis_size(self, cfg: Mapping[str, Any], default: int) -> int:
-        return int(cfg["data"]["video"]["crop_size"])
-
     # -- analysis ---------------------------------------------------------------------
-    def _analysis_data(self, cfg, size: int, clip_len: int | None, out_dir: str) -> dict[str, Any]:
-        """A run's data config, or (``--model NAME``) the embedded set's sampling at ``size``."""
-        if cfg is not None:
-            return video_data_config(cfg)
-        from gcnet.config import DEFAULTS
-
-        data = video_data_config({"data": DEFAULTS["data"], "output": {"dir": out_dir}})
-        data.update(dataset="synthetic_video", image_size=64, train_size=8, val_size=16, frame_interval=2,
-                    clip_len=clip_len or 8, test_scale=size, crop_size=size)  # fmt: skip
-        return data
-
-    @staticmethod
-    def _shown(views: torch.Tensor, data: Mapping[str, Any]) -> Any:
-        """A normalised clip (C, T, H, W) back to uint8 frames (T, H, W, 3) as shown."""
-        mean = torch.tensor(data["mean"]).view(3, 1, 1, 1)
-        std = torch.tensor(data["std"]).view(3, 1, 1, 1)
-        frames = ((views * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
-        return frames.permute(1, 2, 3, 0).contiguous().numpy()
-
-    def analysis_inputs(self, paths, cfg, size, clip_len=None):
-        """One centre clip of each video (the middle of the video, the centre crop); each shown
-        item is ``(frames (T, H, W, 3) uint8, the frames' indices in the video)``."""
-        from gcnet.data.video import load_video_views
-
-        data = self._analysis_data(cfg, size, clip_len, ".")
-        clips = torch.cat([load_video_views(p, data, (1, 1)) for p in paths])  # (N, C, T, H, W)
-        return clips, [(self._shown(c, data), _clip_frame_ids(p, data)) for p, c in zip(paths, clips)]
-
-    def plot_attention(self, shown, records, index, out_dir, stem, queries) -> list[str]:
-        """The attention over T x H x W as a strip of frames (PNG, one row per stage) and an
-        animated GIF of the deepest stage's."""
-        from gcnet.tools.visualize import plot_video_attention, save_video_attention_gif
-
-        png = plot_video_attention(shown, records, index, os.path.join(out_dir, f"{stem}_attention.png"))
-        gif = save_video_attention_gif(shown, records, index, os.path.join(out_dir, f"{stem}_attention.gif"))
-        return [png, gif]
-
-    def cosine_inputs(self, cfg, data_dir, num, size, clip_len, out_dir) -> torch.Tensor:
-        """Centre clips of the first ``num`` videos under ``data_dir``, else of the run's
-        validation set (or the embedded synthetic set's, generated under ``out_dir``)."""
-        from gcnet.data.video import VIDEO_EXTENSIONS, build_video_dataset, load_video_views
-
-        data = self._analysis_data(cfg, size, clip_len, out_dir)
-        if data_dir:
-            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(data_dir) for f in fs
-                           if f.lower().endswith(VIDEO_EXTENSIONS))[:num]  # fmt: skip
-            if not files:
-                raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {data_dir}")
-            return torch.cat([load_video_views(p, data, (1, 1)) for p in files])
-        ds = build_video_dataset(data, "val", train=False, views=(1, 1))
-        return torch.stack([ds[i][0][0] for i in range(min(num, len(ds)))])
 
     def owns_model(self, name: str) -> bool:
         return model_family(name) in self.model_families
-
-    def plain_model(self, name, build, overrides):
-        from gcnet.models.video import plain_video_model
-
-        plain = plain_video_model(name, **overrides)
-        return (None, None) if plain is None else (plain.eval(), None)

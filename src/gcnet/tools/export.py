@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -106,28 +106,12 @@ def export_model(
     ``static``: fix every axis at ``input_shape`` (ONNX only). ``metadata``: more entries for
     the file (values that are not strings are written as JSON). ``input_option``: how the
     messages name the input shape (``--input`` for the command line)."""
-    if fmt not in ("onnx", "torchscript"):
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) not in AXIS_NAMES:
-        raise ValueError(f"{input_option} {_fmt(input_shape)}: expected NxCxHxW or NxCxTxHxW (clips)")
-    if static and fmt != "onnx":
-        raise ValueError("--static (static=True) applies to ONNX: a TorchScript trace takes any input size")
+    input_shape = _checked_shape(fmt, input_shape, static, input_option)
     path = os.fspath(path)
     model = model.eval()
     with torch.no_grad():
         probe = model(torch.rand(*input_shape))
-    detector = _is_detector_output(probe)
-    if detector and fmt != "onnx":
-        raise ValueError("--format torchscript: a detector returns a list of dicts, which a trace cannot "
-                         "hold; export it with --format onnx")  # fmt: skip
-    if detector and input_shape[0] != 1:
-        raise ValueError(f"{input_option} {_fmt(input_shape)}: a detector is exported for one image at a "
-                         f"time; give N=1 (1x{_fmt(input_shape[1:])})")  # fmt: skip
-    if not detector and not isinstance(probe, torch.Tensor):
-        raise ValueError(f"cannot export a model that returns {type(probe).__name__}: gcnet exports models "
-                         "that return a tensor, or a detector's list of dicts")  # fmt: skip
-
+    detector = _is_detector(probe, fmt, input_shape, input_option)
     names = AXIS_NAMES[len(input_shape)]
     dynamic = {} if static else {a: n for a, n in enumerate(names) if n and not (detector and a == 0)}
     report: dict[str, Any] = {"path": path, "format": fmt, "tolerance": tolerance}
@@ -147,35 +131,81 @@ def export_model(
         else:
             axes, run = _export_torchscript(model, tmp, input_shape, dynamic, meta)
         report["dynamic"] = axes
-        checks = []
-        ok = True
-        for shape in parity_shapes(input_shape, dynamic):
-            x = torch.rand(*shape) if detector else torch.randn(*shape)
-            try:
-                with torch.no_grad():
-                    want = model(x)
-            except RuntimeError as e:  # the model itself fixes an axis (e.g. a Linear after Flatten)
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                free = ", ".join(dynamic.values())
-                raise ValueError(f"{input_option} {_fmt(input_shape)}: the model does not take {_fmt(shape)} "
-                                 f"({reason}), so its {free} cannot be dynamic; export with --static "
-                                 "(static=True)") from None  # fmt: skip
-            want = [want[0][k] for k in want[0]] if detector else [want]
-            try:
-                res = _max_diff(run(x), want)
-            except Exception:  # the exported file does not run at this shape
-                res = None
-            if res is None:
-                checks.append((shape, None))
-                ok = False
-            else:
-                checks.append((shape, res[0]))
-                ok = ok and res[0] <= tolerance * max(1.0, res[1])
+        checks, ok = _parity(model, run, input_shape, dynamic, detector, tolerance, input_option)
         report.update(checks=checks, ok=ok, metadata=dict(meta))
         report["max_abs_diff"] = max((d for _, d in checks if d is not None), default=float("nan"))
 
     atomic_write(path, write)
     return report
+
+
+def _checked_shape(
+    fmt: str, input_shape: tuple[int, ...], static: bool, input_option: str
+) -> tuple[int, ...]:
+    """``input_shape`` as ints, once ``fmt``, its rank and ``static`` are checked."""
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) not in AXIS_NAMES:
+        raise ValueError(f"{input_option} {_fmt(input_shape)}: expected NxCxHxW or NxCxTxHxW (clips)")
+    if static and fmt != "onnx":
+        raise ValueError("--static (static=True) applies to ONNX: a TorchScript trace takes any input size")
+    return input_shape
+
+
+def _is_detector(probe: Any, fmt: str, input_shape: tuple[int, ...], input_option: str) -> bool:
+    """Whether the model's output ``probe`` is a detector's (a list of dicts); an output or a
+    setting that gcnet cannot export raises."""
+    detector = _is_detector_output(probe)
+    if detector and fmt != "onnx":
+        raise ValueError("--format torchscript: a detector returns a list of dicts, which a trace cannot "
+                         "hold; export it with --format onnx")  # fmt: skip
+    if detector and input_shape[0] != 1:
+        raise ValueError(f"{input_option} {_fmt(input_shape)}: a detector is exported for one image at a "
+                         f"time; give N=1 (1x{_fmt(input_shape[1:])})")  # fmt: skip
+    if not detector and not isinstance(probe, torch.Tensor):
+        raise ValueError(f"cannot export a model that returns {type(probe).__name__}: gcnet exports models "
+                         "that return a tensor, or a detector's list of dicts")  # fmt: skip
+    return detector
+
+
+def _parity(
+    model: nn.Module,
+    run: Callable[[torch.Tensor], list[torch.Tensor]],
+    input_shape: tuple[int, ...],
+    dynamic: Mapping[int, str],
+    detector: bool,
+    tolerance: float,
+    input_option: str,
+) -> tuple[list[tuple[tuple[int, ...], float | None]], bool]:
+    """([(shape, max abs difference, or None where the file did not run or the outputs' shapes
+    differ)], whether every difference is within ``tolerance``) of the exported file's ``run``
+    against ``model`` at :func:`parity_shapes`."""
+    checks = []
+    ok = True
+    for shape in parity_shapes(input_shape, dynamic):
+        x = torch.rand(*shape) if detector else torch.randn(*shape)
+        try:
+            with torch.no_grad():
+                want = model(x)
+        except RuntimeError as e:  # the model itself fixes an axis (e.g. a Linear after Flatten)
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            free = ", ".join(dynamic.values())
+            raise ValueError(f"{input_option} {_fmt(input_shape)}: the model does not take {_fmt(shape)} "
+                             f"({reason}), so its {free} cannot be dynamic; export with --static "
+                             "(static=True)") from None  # fmt: skip
+        want = [want[0][k] for k in want[0]] if detector else [want]
+        try:
+            res = _max_diff(run(x), want)
+        except Exception:  # the exported file does not run at this shape
+            res = None
+        if res is None:
+            checks.append((shape, None))
+            ok = False
+        else:
+            checks.append((shape, res[0]))
+            ok = ok and res[0] <= tolerance * max(1.0, res[1])
+    return checks, ok
 
 
 def _version() -> str:

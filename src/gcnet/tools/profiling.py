@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import weakref
 from collections.abc import Callable
@@ -21,6 +22,7 @@ __all__ = [
     "block_calls",
     "compare_times",
     "load_baseline_block",
+    "load_baseline_module",
     "raise_malloc_thresholds",
     "median",
     "median_time",
@@ -64,6 +66,7 @@ def round_robin(
     rounds: int = 10,
     warmup: int = 2,
     timer: Callable[[], float] = time.perf_counter,
+    shuffle: bool = False,
 ) -> dict[str, list[float]]:
     """Ms of every call, timed round-robin (one call of each per round), so slow drifts of
     the machine (clock, cache, allocator state, other load) fall on every candidate alike;
@@ -72,14 +75,21 @@ def round_robin(
     Returns {name: [ms of round 0, round 1, ...]}. ``timer``: wall clock by default;
     ``time.thread_time`` counts only the CPU time of the calling thread, which on a shared
     machine leaves out the time other processes hold the core (single-threaded torch only:
-    with more threads the work of the others is not counted)."""
+    with more threads the work of the others is not counted). ``shuffle=True``: a new random
+    order each round (seeded, reproducible) instead of the rotation, which keeps the cyclic
+    order and so gives each candidate the same predecessor every round: where the data fit in
+    the last-level cache, what ran just before (whose data are still cached) biases a time."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
+    rng = random.Random(0)
     for r in range(rounds):
-        for k in names[r % len(names) :] + names[: r % len(names)]:
+        order = (
+            rng.sample(names, len(names)) if shuffle else names[r % len(names) :] + names[: r % len(names)]
+        )
+        for k in order:
             t0 = timer()
             fns[k]()
             times[k].append((timer() - t0) * 1e3)
@@ -128,15 +138,42 @@ def block_calls(
     return fwd, fwd_bwd
 
 
-def load_baseline_block(path: str) -> type:
-    """``GlobalContextBlock`` from a copy of ``gcnet/layers/context.py`` (an older commit's, for
-    before/after benchmarks; its relative imports resolve against gcnet.layers)."""
+def load_baseline_module(path: str, relpath: str = "src/gcnet/layers/context.py"):
+    """A copy of one of this package's modules, for before/after benchmarks: ``path`` is a file,
+    or ``git:REV`` for ``relpath`` at commit REV of the repository this package is checked out
+    from (``git show REV:relpath`` into a temp file). Its relative imports resolve against the
+    package of ``relpath`` (gcnet.layers, gcnet.models, ...)."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location("gcnet.layers._baseline_context", path)
+    if path.startswith("git:"):
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[3]
+        src = subprocess.run(
+            ["git", "-C", str(root), "show", f"{path[4:]}:{relpath}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        with tempfile.NamedTemporaryFile("w", suffix="_" + Path(relpath).name, delete=False) as f:
+            f.write(src)
+        path = f.name
+    package = ".".join(relpath.removeprefix("src/").split("/")[:-1])
+    stem = relpath.rsplit("/", 1)[-1].removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(f"{package}._baseline_{stem}", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
-    return mod.GlobalContextBlock
+    return mod
+
+
+def load_baseline_block(path: str) -> type:
+    """``GlobalContextBlock`` from a copy of ``gcnet/layers/context.py`` (a file, or ``git:REV``
+    for that commit's: :func:`load_baseline_module`)."""
+    return load_baseline_module(path).GlobalContextBlock
 
 
 def ratio_stats(times: dict[str, list[float]], name: str, base: str) -> tuple[float, float, float]:
