@@ -155,13 +155,13 @@ def test_unknown_model_suggests():
 def test_output_stride_and_features(os_, c5):
     m = create_model("gc_resnet50_v1c", output_stride=os_, num_classes=0).eval()
     with torch.no_grad():
-        feats = m.forward_features(torch.randn(1, 3, 64, 64))
+        feats = m.forward_stages(torch.randn(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == [256, 512, 1024, 2048] == list(m.feature_channels)
     assert [64 // f.shape[-1] for f in feats] == list(m.feature_strides)
     assert feats[-1].shape[-1] == 64 // os_ == c5
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 2048)
     m2 = create_model("resnet18", out_indices=(1, 3))
-    assert [f.shape[1] for f in m2.forward_features(torch.randn(1, 3, 64, 64))] == [128, 512]
+    assert [f.shape[1] for f in m2.forward_stages(torch.randn(1, 3, 64, 64))] == [128, 512]
 
 
 def test_dilation_matches_torchvision():

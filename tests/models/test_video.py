@@ -121,11 +121,11 @@ def test_geometry_is_slow_only():
     assert isinstance(m.avgpool, nn.AdaptiveAvgPool3d) and m.fc.out_features == 400
 
 
-def test_forward_features_shapes_and_out_indices():
+def test_forward_stages_shapes_and_out_indices():
     m = create_model("gc_slowonly_r18", out_indices=(1, 3)).eval()
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
-        feats = m.forward_features(x)
+        feats = m.forward_stages(x)
         logits = m(x)
     assert [tuple(f.shape) for f in feats] == [(1, 128, 4, 4, 4), (1, 512, 4, 1, 1)]
     assert logits.shape == (1, 400)
@@ -240,7 +240,7 @@ def test_inflated_net_on_identical_frames_gives_2d_features_away_from_borders(na
     m2d, m3d = _inflated(name2d, name3d, tmp_path)
     frame, clip = _identical_frames(t)
     with torch.no_grad():
-        f2d, f3d = m2d.forward_features(frame), m3d.forward_features(clip)
+        f2d, f3d = m2d.forward_stages(frame), m3d.forward_stages(clip)
     n_temporal = [0, 0, len(m3d.layer3), len(m3d.layer3) + len(m3d.layer4)]  # 3-tap convs up to c2..c5
     for stage, (a, b, k) in enumerate(zip(f2d, f3d, n_temporal)):
         assert b.shape[2] == t and a.abs().mean() > 0.1
@@ -261,9 +261,9 @@ def test_inflated_context_blocks_pool_over_all_frames(tmp_path):
     frame, clip = _identical_frames(5)
     with torch.no_grad():
         f2d, f3d, fc2d = (
-            m2d.forward_features(frame),
-            m3d.forward_features(clip),
-            m3d_c2d.forward_features(clip),
+            m2d.forward_stages(frame),
+            m3d.forward_stages(clip),
+            m3d_c2d.forward_stages(clip),
         )
         shifts = [float(b.transform_add.conv_out.weight.abs().sum()) for b in m3d.context_blocks().values()]
     assert min(shifts) > 0  # the blocks are not the identity
@@ -283,7 +283,7 @@ def test_inflated_nl_on_identical_frames(tmp_path):
     m3d.load_state_dict(inflate_state_dict(m2d.state_dict(), m3d))
     frame, clip = _identical_frames(3)
     with torch.no_grad():
-        for a, b in zip(m2d.forward_features(frame), m3d.forward_features(clip)):
+        for a, b in zip(m2d.forward_stages(frame), m3d.forward_stages(clip)):
             torch.testing.assert_close(b, a.unsqueeze(2).expand_as(b))
 
 

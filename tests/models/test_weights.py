@@ -44,7 +44,7 @@ def test_official_gcnet_checkpoint_converts(tmp_path, postfix):
     m = create_model("gc_resnet50", pretrained=str(path), num_classes=1000).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(m.forward_features(x)[-1], _features(ref, x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.forward_features(x), _features(ref, x), rtol=1e-4, atol=1e-5)
     conv = resnet_from_mmdet(ckpt)
     assert "layer2.0.context_block.transform_add.conv_in.weight" in conv
     assert not any(k.startswith("neck") for k in conv)

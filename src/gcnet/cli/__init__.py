@@ -54,6 +54,7 @@ def _env_flag(name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gcnet.utils.extras import MissingExtraError  # an extra a command needs: one line, not a traceback
     from gcnet.utils.log import configured
 
     ap = build_parser()
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     with configured(level):
         try:
             return args.fn(args)
-        except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        except (ValueError, FileNotFoundError, FloatingPointError, MissingExtraError) as e:
             msg = str(e)
             if "Original Traceback" in msg:  # raised in a DataLoader worker: keep the message only
                 msg = [line for line in msg.splitlines() if line.strip()][-1]

@@ -148,13 +148,23 @@ def _read_trained(checkpoint: str, use_ema: bool, probe: bool = False):
 def load_trained(checkpoint: str, use_ema: bool = True):
     """(model in eval mode, config, class names, task) from a gcnet run's checkpoint
     (``best.pth`` / ``last.pth``: the EMA weights when the run kept them) or its final
-    ``weights.safetensors``."""
+    ``weights.safetensors``, or a saved model (``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a
+    folder with ``config.json`` + ``model.safetensors``: :func:`gcnet.hub.load_run`, its
+    config made from the saved one, so the task code preprocesses as it was trained)."""
+    from gcnet.hub import is_saved, load_run
+
+    if is_saved(checkpoint):
+        return load_run(checkpoint)
     return _build_trained(*_read_trained(checkpoint, use_ema))
 
 
 def load_trained_if_any(path: str | None):
     """:func:`load_trained` when ``path`` is a gcnet run's ``.pth`` / ``.safetensors`` (read
-    once), None for any other weights file or no path."""
+    once) or a saved model, None for any other weights file or no path."""
+    from gcnet.hub import is_saved, load_run
+
+    if is_saved(path):
+        return load_run(path)
     if not path or not os.path.isfile(path) or not path.endswith((".pth", ".pt", ".safetensors")):
         return None
     read = _read_trained(path, use_ema=True, probe=True)
@@ -188,5 +198,14 @@ def val_loader(task, cfg: Mapping[str, Any], classes, rank: int, world: int):
 
 
 def default_eval_dir(checkpoint: str) -> str:
-    """``<the checkpoint's folder>/eval``."""
+    """``<the checkpoint's folder>/eval``; a saved model's: ``<its folder>/eval``, a Hub
+    repo's ``eval/<ORG>--<NAME>`` here."""
+    from gcnet.models.pretrained import HF_PREFIX, LOCAL_PREFIX
+
+    if checkpoint.startswith(HF_PREFIX):
+        repo = checkpoint[len(HF_PREFIX) :].replace("/", "--").replace("@", "--")
+        return os.path.abspath(os.path.join("eval", repo))
+    path = checkpoint[len(LOCAL_PREFIX) :] if checkpoint.startswith(LOCAL_PREFIX) else checkpoint
+    if os.path.isdir(path):
+        return os.path.join(os.path.abspath(path), "eval")
     return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval")

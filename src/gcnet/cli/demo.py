@@ -14,10 +14,35 @@ import argparse
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 
 from ._common import SET_HELP, config_overrides
 
 DEFAULT_DEMO = "context"
+
+
+class _DemoNames:
+    """``--task``'s choices, read from the tasks when argparse checks or lists them: building
+    the parser (every ``gcnet`` command, ``gcnet --help``) imports no task."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in _demos()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_demos())
+
+
+class _DemoHelp(argparse.HelpFormatter):
+    """Fills ``{demos}`` / ``{outputs}`` in the help texts when ``gcnet demo --help`` shows them."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and ("{demos}" in text or "{outputs}" in text):
+            demos = _demos()
+            listing = "; ".join(f"{n}: {' vs '.join(spec.models)}" for n, (_, spec) in demos.items())
+            outputs = ", ".join(sorted({spec.output for _, spec in demos.values()}))
+            text = text.replace("{demos}", listing).replace("{outputs}", outputs)
+        return text
 
 
 def _demos() -> dict:
@@ -225,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
     from gcnet.config import find_recipe
     from gcnet.engine.logger import plot_curves
     from gcnet.tools import demo_report as rep
+    from gcnet.utils.extras import require
 
+    require("matplotlib", "gcnet demo (its curves and figures)")  # now, not after the training
     task, spec = _demos()[args.task]
     recipe = find_recipe(args.config or spec.recipe)
     output = args.output or spec.output
@@ -276,15 +303,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    demos = _demos()
-    listing = "; ".join(f"{n}: {' vs '.join(spec.models)}" for n, (_, spec) in demos.items())
-    p = sub.add_parser("demo", help="train a task's demo models (plain and with context blocks), compare")
-    p.add_argument("--task", choices=tuple(demos), default=DEFAULT_DEMO,
-                   help=f"which demo (default {DEFAULT_DEMO}, the main job; {listing})")  # fmt: skip
+    p = sub.add_parser("demo", help="train a task's demo models (plain and with context blocks), compare",
+                       formatter_class=_DemoHelp)  # fmt: skip
+    p.add_argument("--task", choices=_DemoNames(), default=DEFAULT_DEMO, metavar="DEMO",
+                   help=f"which demo (default {DEFAULT_DEMO}, the main job; {{demos}})")  # fmt: skip
     p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP + " (every model)")
-    outputs = ", ".join(sorted({spec.output for _, spec in demos.values()}))
-    p.add_argument("--output", "-o", default=None, help=f"output folder (default: {outputs})")
+    p.add_argument("--output", "-o", default=None, help="output folder (default: {outputs})")
     p.add_argument(
         "--seeds", type=int, default=None, help="seeds per model (default: the demo's, 3 for context)"
     )

@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained checkpoint (top-1/5, mIoU or COCO AP, per class)")
     p.add_argument(
-        "--checkpoint", required=True, help="a gcnet run's best.pth / last.pth / weights.safetensors"
+        "--checkpoint",
+        required=True,
+        help="a gcnet run's best.pth / last.pth / weights.safetensors, or a saved model: hf-hub:ORG/NAME, "
+        "local-dir:PATH or a folder with config.json + model.safetensors",
     )
     p.add_argument("--data", default=None,
                    help="the root of the checkpoint's kind of dataset (ImageFolder tree, segmentation "

@@ -105,5 +105,6 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--checkpoint", default=None,
                    help="weights: a gcnet run's best.pth / weights.safetensors (builds its own model), "
-                        "another checkpoint path, or 'torchvision'")  # fmt: skip
+                        "a saved model (hf-hub:ORG/NAME, local-dir:PATH or its folder), another "
+                        "checkpoint path, or 'torchvision'")  # fmt: skip
     p.set_defaults(fn=run)

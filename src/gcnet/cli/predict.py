@@ -159,7 +159,10 @@ def add_parser(sub) -> None:
                    help="image files, folders (searched recursively) or quoted globs ('photos/**/*.jpg'); "
                         "videos for a video model")  # fmt: skip
     p.add_argument(
-        "--checkpoint", required=True, help="a gcnet run's best.pth / last.pth / weights.safetensors"
+        "--checkpoint",
+        required=True,
+        help="a gcnet run's best.pth / last.pth / weights.safetensors, or a saved model: hf-hub:ORG/NAME, "
+        "local-dir:PATH or a folder with config.json + model.safetensors",
     )
     p.add_argument(
         "--topk", type=_positive, default=5, help="classification: how many classes to list per image"

@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from gcnet.fileio import write_json
+from gcnet.utils.extras import require
 
 from .datasets import BadImageError, _load_rgb
 
@@ -102,7 +103,7 @@ class CocoDetection(Dataset):
 
     def __init__(self, image_dir: str, ann_file: str, train: bool = False, hflip: float = 0.5,
                  masks: bool = True) -> None:  # fmt: skip
-        from pycocotools.coco import COCO
+        COCO = require("pycocotools.coco", "reading COCO annotations").COCO
 
         if not os.path.isfile(ann_file):
             raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
@@ -245,7 +246,7 @@ def write_synthetic_coco(root: str, num_images: int = 32, size: tuple[int, int] 
     COCO ``instances_<split>.json`` (polygon masks, boxes from the polygons, areas from the
     masks) under ``root``; returns (image folder, annotation file). Sizes alternate between
     landscape and portrait so the aspect-ratio grouping has work to do."""
-    from pycocotools import mask as mask_utils
+    mask_utils = require("pycocotools.mask", "the synthetic COCO set")
 
     img_dir = os.path.join(root, split)
     os.makedirs(img_dir, exist_ok=True)

@@ -31,6 +31,8 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gcnet.utils.extras import require
+
 from .datasets import to_rgb
 
 __all__ = [
@@ -48,10 +50,9 @@ class BadVideoError(ValueError):
     """A video (file or frame folder) that cannot be read."""
 
 
-def _av():
-    import av  # deferred: importing gcnet must not need FFmpeg's shared libraries loaded
-
-    return av
+def _av(feature: str = "video decoding"):
+    # deferred: importing gcnet must not need PyAV (the [video] extra) nor FFmpeg's libraries
+    return require("av", feature)
 
 
 #: frame counts learnt by counting or by running into the end: (path, size, mtime) -> count
@@ -364,7 +365,7 @@ def write_video(
     ``quality`` bounds the quantiser (qmin, qmax; 1-2 is near lossless for flat colours);
     ``gop_size``: frames between keyframes; ``options``: container (muxer) options, e.g.
     ``{"movflags": "faststart"}``. Returns ``path``."""
-    av = _av()
+    av = _av("writing videos")
     frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
     if not frames:
         raise ValueError(f"write_video {path}: no frames")

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from gcnet.utils.extras import require
+
 __all__ = ["MetricsLogger", "plot_curves"]
 
 
@@ -75,8 +77,7 @@ class MetricsLogger:
 def plot_curves(runs: dict[str, list[dict[str, Any]]], path: str, metric: str = "val_top1") -> str:
     """Loss, the validation metric (``val_top1`` / ``val_mIoU``) and lr per epoch for one or
     more runs, as a PNG."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plotting curves", alternative="--set output.plot=false")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from gcnet.layers.sync_bn import convert_sync_batchnorm
 from gcnet.tasks import Task, get_task, task_of
 from gcnet.utils import distributed as du
 from gcnet.utils.device import autocast_ctx, resolve_device
+from gcnet.utils.extras import MissingExtraError, require
 from gcnet.utils.log import get_logger
 from gcnet.utils.progress import progress_bar
 
@@ -210,11 +211,25 @@ def _warn_schedule(run: Run) -> None:
                     "sched.warmup_iters")  # fmt: skip
 
 
+def _without_missing_plots(settings: EngineSettings) -> EngineSettings:
+    """``output.plot`` (on by default) without matplotlib: the curves are a by-product of a
+    run, so training goes on without them after one line that says what they need."""
+    if not settings.output.plot:
+        return settings
+    try:
+        require("matplotlib", "output.plot (the run's curves.png)", alternative="--set output.plot=false")
+    except MissingExtraError as e:
+        if du.rank() == 0:
+            log.warning(f"note: {e}; training without curves.png")
+        return replace(settings, output=replace(settings.output, plot=False))
+    return settings
+
+
 def setup(cfg: Mapping[str, Any]) -> Run:
     """Device, process group, data, model, optimizer and loaders of a run."""
     task = get_task(cfg["task"])
     task.check_run(cfg)
-    settings = EngineSettings.from_config(cfg)
+    settings = _without_missing_plots(EngineSettings.from_config(cfg))
     device = resolve_device(settings.train.device)
     check_device_settings(settings, device)
     distributed = du.init_distributed(device)

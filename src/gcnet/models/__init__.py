@@ -2,10 +2,12 @@
 
 from .detection import DETECTORS, create_detector
 from .external import create_external
+from .features import FeatureInfo
 from .plugins import PRESETS, ContextPlug, add_context_blocks, inserted_blocks, remove_context_blocks
 from .registry import (
     create_model,
     did_you_mean_model,
+    has_pretrained,
     list_models,
     model_config,
     model_family,
@@ -28,6 +30,7 @@ __all__ = [
     "Bottleneck",
     "PRESETS",
     "ContextPlug",
+    "FeatureInfo",
     "PluginSpec",
     "ResNet",
     "ResNet3d",
@@ -37,6 +40,7 @@ __all__ = [
     "create_video_model",
     "create_model",
     "did_you_mean_model",
+    "has_pretrained",
     "inserted_blocks",
     "list_models",
     "load_checkpoint_file",

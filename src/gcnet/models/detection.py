@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
-from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from .features import FeatureInfo
 from .registry import create_model, named_model
 from .weights import load_checkpoint_file, load_state_dict_checked
+
+if TYPE_CHECKING:
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
 __all__ = ["DETECTORS", "create_detector", "resnet_fpn"]
 
@@ -68,6 +69,10 @@ def resnet_fpn(
     ratio ``gc_ratio`` (``None`` with ``gc=True``: the transform is one C->C conv, the
     paper's "w/o ratio" row). ``overrides`` go to :func:`gcnet.create_model` (e.g.
     ``stages``, ``position``, ``pooling``, or ``plugin="nl"`` with its options)."""
+    # here, not at the top: the names above (the model registry) need no detection code
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
     if gc is None:
         gc = gc_ratio is not None
     kw: dict[str, Any] = dict(num_classes=0, norm=norm, frozen_stages=frozen_stages)
@@ -81,6 +86,15 @@ def resnet_fpn(
         body, layers, list(body.feature_channels), out_channels, extra_blocks=LastLevelMaxPool()
     )
     fpn.strides = (4, 8, 16, 32, 64)
+    # timm's feature_info: the ResNet's c2..c5 on the body, the FPN's P2..P6 on the whole
+    fpn.body.feature_info = body.feature_info.from_other((1, 2, 3, 4))
+    fpn.feature_info = FeatureInfo(
+        [
+            dict(num_chs=out_channels, reduction=s, module=f"fpn.layer_blocks.{i}")
+            for i, s in enumerate(fpn.strides[:4])
+        ]
+        + [dict(num_chs=out_channels, reduction=64, module="fpn.extra_blocks")]
+    )
     return fpn
 
 
@@ -103,6 +117,8 @@ def create_detector(name: str, pretrained: bool | str = False, **overrides: Any)
     "position": "after_add", "sub_sample": "input"}``. A combination the builder cannot honour
     raises instead of building a plain detector.
     """
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
+
     spec = DETECTORS[name]
     cls = MaskRCNN if spec["kind"] == "maskrcnn" else FasterRCNN
     _check_options(name, cls, overrides)

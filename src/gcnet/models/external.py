@@ -23,6 +23,8 @@ from typing import Any
 
 from torch import nn
 
+from gcnet.utils.extras import require
+
 from .plugins import apply_context
 from .weights import download_weights, load_checkpoint_file, load_state_dict_checked
 
@@ -36,11 +38,7 @@ def is_external(name: object) -> bool:
 
 
 def _import_timm():
-    try:
-        import timm
-    except ImportError:
-        raise ValueError("timm: models need timm: pip install 'gcnet[timm]'") from None
-    return timm
+    return require("timm", "a timm:NAME model")
 
 
 def _unknown(name: str, choices: list[str], lib: str) -> ValueError:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
@@ -24,13 +24,16 @@ from torch import nn
 from gcnet.layers import GlobalContextBlock, NonLocalBlock, SqueezeExcitation
 
 from .external import create_external, is_external
+from .features import to_features_only
 from .plugins import apply_context
+from .pretrained import default_pretrained_cfg, is_saved_model, load_saved_model
 from .resnet import BasicBlock, Bottleneck, PluginSpec, ResNet
 from .weights import TORCHVISION_ARCH, load_pretrained
 
 __all__ = [
     "create_model",
     "did_you_mean_model",
+    "has_pretrained",
     "list_models",
     "model_family",
     "register_family",
@@ -119,9 +122,34 @@ def did_you_mean_model(name: str) -> str:
     return f"; did you mean {near}?" if near else ""
 
 
-def list_models(pattern: str = "*") -> list[str]:
+def _patterns(patterns: str | Iterable[str] | None) -> list[str]:
+    if not patterns:
+        return []
+    return [patterns] if isinstance(patterns, str) else [p for p in patterns if p]
+
+
+def has_pretrained(name: str) -> bool:
+    """Whether ``create_model(name, pretrained=True)`` downloads weights for every parameter
+    of ``name`` as registered: a plain ResNet / ResNeXt torchvision publishes ImageNet weights
+    for (a model with plug-in blocks gets its backbone's weights only, the blocks fresh; the
+    video models get inflated ImageNet weights, no Kinetics ones)."""
+    spec = _MODELS.get(name)
+    return spec is not None and spec["plugin"] is None and spec["arch"] == name and name in TORCHVISION_ARCH
+
+
+def list_models(
+    pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] | None = None, pretrained: bool = False
+) -> list[str]:
+    """The registered names matching ``pattern`` (an fnmatch pattern or a list of them, any
+    one matching; ``""`` / ``None``: all) and none of ``exclude``, sorted; ``pretrained``:
+    only those :func:`has_pretrained` (complete downloadable weights) accepts."""
     names = [*_MODELS, *(n for specs, _ in _FAMILIES.values() for n in specs)]
-    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+    include, skip = _patterns(pattern) or ["*"], _patterns(exclude)
+    return sorted(
+        n for n in set(names)
+        if any(fnmatch.fnmatch(n, p) for p in include) and not any(fnmatch.fnmatch(n, p) for p in skip)
+        and (not pretrained or has_pretrained(n))
+    )  # fmt: skip
 
 
 def _block_params(block: str) -> set[str]:
@@ -207,16 +235,36 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
 
     ``tv:NAME`` / ``timm:NAME`` build a torchvision / timm model
     (:mod:`gcnet.models.external`).
+
+    ``features_only=True`` (a ResNet / ResNeXt / video backbone): timm's feature extractor,
+    the same module whose forward returns the maps at ``out_indices`` (timm's: 0 the stem,
+    1..4 c2..c5; default all five), its ``feature_info`` describing them
+    (:func:`gcnet.models.features.to_features_only`).
+
+    ``hf-hub:ORG/NAME`` / ``local-dir:PATH``: a model saved by ``gcnet.hub.save_pretrained``,
+    with its weights (:mod:`gcnet.models.pretrained`). Every model carries
+    ``model.pretrained_cfg`` (its preprocessing, classes, task) and ``model.model_args``.
     """
+    if is_saved_model(name):
+        return load_saved_model(name, create_model, **overrides)
+    model = _create_model(name, pretrained, **overrides)
+    if getattr(model, "pretrained_cfg", None) is None:  # a timm model keeps timm's (a dict)
+        model.pretrained_cfg = default_pretrained_cfg(model, model_family(name), name)
+    model.model_args = dict(overrides)
+    return model
+
+
+def _create_model(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
     if is_external(name):
         return create_external(name, pretrained=pretrained, **overrides)
     context = overrides.pop("context", None)
+    features = _pop_features_only(overrides)
     for specs, builder in _FAMILIES.values():
         if name in specs:
             model = builder(name, pretrained=pretrained, **overrides)
             if context:
                 apply_context(model, context)
-            return model
+            return to_features_only(model, features[1]) if features[0] else model
     cfg = model_config(name, **overrides)
     arch = cfg.pop("_arch")
     model = named_model(ResNet(**cfg), name, arch)
@@ -224,4 +272,13 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
         load_pretrained(model, pretrained, arch=arch)
     if context:
         apply_context(model, context)
-    return model
+    return to_features_only(model, features[1]) if features[0] else model
+
+
+def _pop_features_only(overrides: dict[str, Any]) -> tuple[bool, Any]:
+    """(``features_only``, its ``out_indices``: timm's 0..4, the stem and c2..c5) taken out
+    of ``overrides``; without ``features_only`` an ``out_indices`` stays for the network (the
+    ResNet argument: 0..3, c2..c5)."""
+    if not overrides.pop("features_only", False):
+        return False, None
+    return True, overrides.pop("out_indices", None)

@@ -26,6 +26,8 @@ from gcnet.layers import create_block
 from gcnet.layers.context import has_hooks
 from gcnet.layers.sync_bn import SyncBatchNorm
 
+from .features import FeatureInfo, checkpoint_blocks, take_indices
+
 __all__ = ["BasicBlock", "Bottleneck", "PluginSpec", "ResNet", "STAGES", "POSITIONS"]
 
 STAGES = ("c2", "c3", "c4", "c5")
@@ -134,6 +136,8 @@ class _PluggableBlock(nn.Module):
 
 
 class BasicBlock(_PluggableBlock):
+    """torchvision's BasicBlock (two 3x3 convs, ResNet-18 / 34) with a plug-in."""
+
     expansion = 1
     last_norm = "bn2"  # the module whose output the identity is added to
 
@@ -223,12 +227,17 @@ def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
 
 
 class ResNet(nn.Module):
-    """ResNet / ResNeXt backbone and classifier.
+    """ResNet / ResNeXt backbone and classifier, with timm's model API: ``feature_info``,
+    ``forward_features`` (the unpooled c5 map), ``forward_head(x, pre_logits)``,
+    ``forward_intermediates``, ``prune_intermediate_layers``, ``set_grad_checkpointing``
+    and the ``features_only`` form (:func:`gcnet.models.features.to_features_only`).
 
     Args:
-        block, layers: residual block type and blocks per stage (torchvision's).
+        block: the residual block type (torchvision's ``BasicBlock`` / ``Bottleneck``).
+        layers: the number of blocks per stage (torchvision's).
         num_classes: classifier outputs; 0 drops ``fc`` (``forward`` returns pooled features).
-        groups, width_per_group: ResNeXt cardinality and width.
+        groups: ResNeXt cardinality.
+        width_per_group: ResNeXt width per group.
         output_stride: 32 (default), 16 (dilated c5) or 8 (dilated c4 and c5).
         contract_dilation: the first residual block of a dilated stage uses the previous
             stage's dilation, i.e. half the stage's (default): torchvision's
@@ -241,7 +250,9 @@ class ResNet(nn.Module):
         frozen_stages: -1 none; 0 the stem; k the stem and c2..c(k+1) (mmdet semantics):
             no gradients and BatchNorm kept in eval mode.
         norm_eval: keep every BatchNorm in eval mode while training (detection fine-tuning).
-        out_indices: which of (c2, c3, c4, c5) ``forward_features`` returns.
+        out_indices: which of (c2, c3, c4, c5) (0..3) ``forward_stages`` returns (the
+            segmentors' maps; timm's ``features_only`` indices are
+            ``create_model(..., features_only=True, out_indices=...)``'s, 0..4 with the stem).
         zero_init_residual: zero the last BN of every residual block (torchvision option).
     """
 
@@ -286,11 +297,20 @@ class ResNet(nn.Module):
         self.base_width = width_per_group
         self._norm_layer = norm_layer
         self._make_stem(in_chans, stem_width)
+        stem_channels = self.inplanes
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self._make_stages(block, layers)
         self.num_features = 512 * block.expansion
         self.feature_channels = tuple(c * block.expansion for c in (64, 128, 256, 512))
         self.feature_strides = (4, 8, min(16, output_stride), output_stride)
+        #: timm's feature maps: 0 the stem (after its ReLU), 1..4 layer1..layer4 (c2..c5)
+        self.feature_info = FeatureInfo(
+            [dict(num_chs=stem_channels, reduction=2, module="stem" if deep_stem else "relu")]
+            + [dict(num_chs=c, reduction=r, module=f"layer{i + 1}")
+               for i, (c, r) in enumerate(zip(self.feature_channels, self.feature_strides))]
+        )  # fmt: skip
+        self.features_only = False
+        self.grad_checkpointing = False
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else None
@@ -403,38 +423,110 @@ class ResNet(nn.Module):
         return self
 
     # -- forward -----------------------------------------------------------------------------
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+    _output_fmts: tuple[str, ...] = ("NCHW",)
+
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
             raise ValueError(f"ResNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
         cin = self.stem[0].in_channels if self.deep_stem else self.conv1.in_channels
         if x.shape[1] != cin:
             raise ValueError(f"ResNet expects {cin} input channels, got {x.shape[1]}")
-        if self.deep_stem:
-            x = self.stem(x)
-        else:
-            x = self.relu(self.bn1(self.conv1(x)))
-        return self.maxpool(x)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The multi-scale maps c2..c5 selected by ``out_indices``."""
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem up to its last ReLU (stride 2, before the max-pool): feature 0."""
+        self._check_input(x)
+        return self.stem(x) if self.deep_stem else self.relu(self.bn1(self.conv1(x)))
+
+    def _stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage ``layer{index}``, each residual block checkpointed when
+        :meth:`set_grad_checkpointing` is on and autograd records."""
+        layer = getattr(self, f"layer{index}")
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint_blocks(layer, x)
+        return layer(x)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem and the max-pool (stride 4): the input of ``layer1``."""
+        return self.maxpool(self._stem(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the maps at ``indices`` among 0 = the stem (after
+        its ReLU, stride 2), 1..4 = ``layer1``..``layer4`` (c2..c5) (``None``: all five; an int
+        n: the last n; negatives count from the end), and (unless ``intermediates_only``) the
+        final features (``forward_features``'s; with ``stop_early`` the last map computed).
+        ``norm``: no final norm in a ResNet, accepted and ignored. ``output_fmt``: ``"NCHW"``
+        (channels first; a 3D model's maps are (N, C, T, H, W))."""
+        if output_fmt not in self._output_fmts:
+            raise ValueError(f"output_fmt must be one of {self._output_fmts}, got {output_fmt!r}")
+        taken, last = take_indices(len(self.feature_info), indices)
+        x = self._stem(x)
+        out = [x] if 0 in taken else []
+        x = self.maxpool(x)
+        for i in range(1, (last if stop_early else 4) + 1):
+            x = self._stage(i, x)
+            if i in taken:
+                out.append(x)
+        return out if intermediates_only else (x, out)
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] | None = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop what the maps at ``indices`` do not need (timm's): the stages past the last
+        one (empty ``nn.Sequential``), and with ``prune_head`` (or when stages go) the
+        classifier. Returns the absolute indices kept."""
+        taken, last = take_indices(len(self.feature_info), indices)
+        for i in range(last + 1, 5):
+            setattr(self, f"layer{i}", nn.Sequential())
+        if last == 0:
+            self.maxpool = nn.Identity()
+        if last < 4:
+            self.num_features = self.feature_info[last]["num_chs"]
+        if prune_head or last < 4:
+            self.fc = None
+            self.num_classes = 0
+        return taken
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The multi-scale maps c2..c5 selected by the constructor's ``out_indices`` (0..3),
+        what the segmentors read."""
+        idx = [i + 1 for i in self.out_indices]
+        return self.forward_intermediates(x, idx, stop_early=True, intermediates_only=True)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final feature map (c5), before pooling (timm's ``forward_features``)."""
         x = self.forward_stem(x)
-        outs = []
-        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
-            x = layer(x)
-            if i in self.out_indices:
-                outs.append(x)
-            if i >= max(self.out_indices):
-                break
-        return outs
+        for i in range(1, 5):
+            x = self._stage(i, x)
+        return x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x) if self.fc is not None else x
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(x), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.forward_head(x)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool (and, in a 3D model, dropout) and classify; ``pre_logits``: stop before ``fc``."""
+        x = self._pool(x)
+        return self.fc(x) if self.fc is not None and not pre_logits else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            idx = self.feature_info.out_indices
+            return self.forward_intermediates(x, idx, stop_early=True, intermediates_only=True)
+        return self.forward_head(self.forward_features(x))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every residual block (:func:`torch.utils.checkpoint.checkpoint`, non
+        reentrant) whenever autograd records: activations inside a block are recomputed in
+        backward instead of kept. BatchNorm in train mode then updates its running statistics
+        twice per step (forward and recomputation)."""
+        self.grad_checkpointing = bool(enable)
 
     def context_blocks(self) -> dict[str, nn.Module]:
         """Every plugged-in block by its module name (e.g. ``layer3.0.context_block``)."""

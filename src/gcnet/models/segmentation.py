@@ -36,6 +36,7 @@ from torch import nn
 from gcnet.convert import segmentor_from_mmseg
 from gcnet.layers import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
 
+from .features import FeatureInfo
 from .registry import create_model, named_model
 from .resnet import BasicBlock, ResNet
 from .weights import download_weights, load_checkpoint_file, load_pretrained, load_state_dict_checked
@@ -89,7 +90,7 @@ class FCNHead(nn.Module):
         context: ``none``, ``gc`` (GC block with ``ratio``, ``pooling``, ``fusion``), ``nl``
             (embedded Gaussian, reduction 2, scaled; ``sub_sample`` as
             :class:`~gcnet.layers.NonLocalBlock`'s), ``se`` (SE with ``ratio``) or ``snl``.
-        in_index: which backbone output (``forward_features`` list index) the head reads.
+        in_index: which backbone output (``forward_stages`` list index) the head reads.
     """
 
     def __init__(
@@ -189,7 +190,7 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         size = x.shape[-2:]
-        feats = self.backbone.forward_features(x)
+        feats = self.backbone.forward_stages(x)
         out = self._resize(self.decode_head(feats), size)
         if self.training and self.auxiliary_head is not None:
             return {"out": out, "aux": self._resize(self.auxiliary_head(feats), size)}
@@ -209,8 +210,9 @@ class TinyBackbone(nn.Module):
     Its theoretical receptive field is 7 + 16 * ``blocks`` pixels wide (39 for the default 2
     blocks); an FCN head's two 3x3 convs at stride 4 and the x4 bilinear upsampling widen it:
     an output pixel of ``fcn_tiny_s4`` depends on input pixels at most 32 px away in y and x
-    (:func:`gcnet.tools.receptive_field.receptive_field_halfwidth`). ``forward_features``
-    returns ``[c2]`` (one map, stride 4), like a ResNet's with ``out_indices=(0,)``.
+    (:func:`gcnet.tools.receptive_field.receptive_field_halfwidth`). ``forward_stages``
+    returns ``[c2]`` (one map, stride 4), like a ResNet's with ``out_indices=(0,)``;
+    ``forward_features`` that map, ``feature_info`` describes it.
     """
 
     arch = "tiny"  # no published weights: ``pretrained`` refuses it
@@ -232,16 +234,20 @@ class TinyBackbone(nn.Module):
         self.layer1 = nn.Sequential(*[BasicBlock(width, width, norm_layer=norm_layer) for _ in range(blocks)])
         self.feature_channels = (width,)
         self.feature_strides = (4,)
+        self.feature_info = FeatureInfo([dict(num_chs=width, reduction=4, module="layer1")])
         self.num_features = width
         self.deep_stem = False
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"TinyBackbone expects (N, 3, H, W) images, got shape {tuple(x.shape)}")
-        return [self.layer1(self.stem(x))]
+        return self.layer1(self.stem(x))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.forward_features(x)]
 
     def context_blocks(self) -> dict[str, nn.Module]:
         return {}
@@ -266,7 +272,7 @@ class SeedGCNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        out = self.backbone.forward_features(x)[-1]
+        out = self.backbone.forward_features(x)
         out = self.conv1(self.context_block(out))
         out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
         return self.cls_seg(out)

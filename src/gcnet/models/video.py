@@ -16,10 +16,12 @@ mmaction2's ``BasicBlock3d`` with ``inflate`` makes both convs 3x3x3: pass
 ``basic_temporal="both"`` for that layout.
 
 The network *is* :class:`~gcnet.models.resnet.ResNet`: it is built by the 2D code (blocks,
-plug-in placement, freezing, ``forward_features``, ``context_blocks``) and its convs, norms
-and pools are then swapped for their 3D counterparts under the same names. So the state-dict
-keys are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``,
-``fc``) and 2D weights map key by key (:func:`inflate_state_dict`). The plug-in blocks are
+plug-in placement, freezing, ``context_blocks``, timm's model API: ``feature_info``,
+``forward_intermediates``, ``forward_features`` / ``forward_head``,
+``set_grad_checkpointing``, ``features_only``) and its convs, norms and pools are then
+swapped for their 3D counterparts under the same names. So the state-dict keys are
+torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``) and
+2D weights map key by key (:func:`inflate_state_dict`). The plug-in blocks are
 the 2D ones, untouched: they pool over all T*H*W positions (their 1x1 convs are stored as
 ``Conv2d`` weights and applied to the pooled / flattened tensor).
 
@@ -181,8 +183,10 @@ class ResNet3d(ResNet):
         plugin: a :class:`VideoPluginSpec` (or a 2D :class:`PluginSpec`); ``after_block``
             puts the block after the residual block's ReLU.
 
-    Input (N, C, T, H, W); ``forward_features`` returns the (N, C_i, T, H_i, W_i) maps of
-    ``out_indices``; T is never down-sampled.
+    Input (N, C, T, H, W); ``forward_stages`` returns the (N, C_i, T, H_i, W_i) maps of
+    ``out_indices``, ``forward_intermediates`` those of its ``indices`` (0 the stem, 1..4
+    c2..c5), ``forward_features`` the unpooled c5 map; T is never down-sampled.
+    ``feature_info`` gives the spatial reductions.
     """
 
     def __init__(
@@ -273,7 +277,9 @@ class ResNet3d(ResNet):
                 if isinstance(m, nn.Conv3d) and m.kernel_size[0] > 1}  # fmt: skip
 
     # -- forward -----------------------------------------------------------------------------
-    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+    _output_fmts = ("NCHW", "NCTHW")  # channels first: (N, C, T, H, W) maps
+
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5:
             hint = " (a batch of images? add a time axis: x.unsqueeze(2))" if x.dim() == 4 else ""
             raise ValueError(f"{type(self).__name__} expects (N, C, T, H, W) clips, got a {x.dim()}-D "
@@ -281,11 +287,9 @@ class ResNet3d(ResNet):
         if x.shape[1] != self.conv1.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.conv1.in_channels} input channels "
                              f"(N, C, T, H, W), got shape {tuple(x.shape)}")  # fmt: skip
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))
-        return self.fc(x) if self.fc is not None else x
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(torch.flatten(self.avgpool(x), 1))
 
 
 # -- registry ---------------------------------------------------------------------------------

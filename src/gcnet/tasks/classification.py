@@ -23,6 +23,7 @@ from gcnet.fileio import write_json
 from gcnet.models import model_config, model_family
 from gcnet.utils import distributed as du
 from gcnet.utils.device import autocast_ctx
+from gcnet.utils.extras import MissingExtraError
 from gcnet.utils.progress import progress_bar
 
 from .base import Analysis, Demos, DemoSpec, Reporting, Task
@@ -159,8 +160,11 @@ class ClassificationReporting(Reporting):
         metrics = write_json(os.path.join(out_dir, "metrics.json"),
                              {**result, "classes": list(classes), "confusion_matrix": cm.tolist()},
                              indent=2)  # fmt: skip
-        png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
-        print(f"wrote {metrics} and {png}")
+        try:
+            png = plot_confusion(cm, list(classes), os.path.join(out_dir, "confusion_matrix.png"))
+            print(f"wrote {metrics} and {png}")
+        except MissingExtraError as e:  # the scores stand without the figure: say what it needs
+            print(f"wrote {metrics}; no confusion_matrix.png: {e}")
         if result["skipped"]:
             print(f"skipped {result['skipped']} unreadable {self.task.sample_noun}(s)")
 

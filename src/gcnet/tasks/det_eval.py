@@ -17,6 +17,7 @@ from torch import nn
 
 from gcnet.fileio import write_json
 from gcnet.utils.device import autocast_ctx
+from gcnet.utils.extras import require
 from gcnet.utils.progress import progress_bar
 
 __all__ = ["STAT_NAMES", "RESULT_KEYS", "to_coco_results", "coco_evaluate", "evaluate_detection"]
@@ -32,7 +33,7 @@ def to_coco_results(output: dict[str, torch.Tensor], image_id: int, label_to_cat
                     mask_threshold: float = 0.5) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """One image's torchvision detections -> (bbox results, segm results) in COCO's format
     (xywh boxes, original category ids, RLE masks binarised at ``mask_threshold``)."""
-    from pycocotools import mask as mask_utils
+    mask_utils = require("pycocotools.mask", "COCO evaluation")
 
     boxes = output["boxes"].detach().float().cpu()
     scores = output["scores"].detach().float().cpu().tolist()
@@ -56,7 +57,7 @@ def coco_evaluate(coco_gt, results: list[dict], iou_type: str, image_ids: list[i
     """pycocotools' COCOeval on ``results``: {AP, AP50, AP75, APs, APm, APl} in [0, 1]
     (-1 where COCO defines none, e.g. no small objects). No detections -> all 0.
     ``results`` is left as it was: pycocotools gets copies (its loadRes adds keys in place)."""
-    from pycocotools.cocoeval import COCOeval
+    COCOeval = require("pycocotools.cocoeval", "COCO evaluation").COCOeval
 
     if not results:
         return {k: 0.0 for k in STAT_NAMES}

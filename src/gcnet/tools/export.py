@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gcnet.fileio import atomic_write
+from gcnet.utils.extras import require
 
 __all__ = ["AXIS_NAMES", "export_model", "parity_shapes", "read_metadata"]
 
@@ -67,8 +68,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata_props`` of an exported ONNX file (or a TorchScript file's metadata)."""
     path = os.fspath(path)
     if path.endswith(".onnx"):
-        import onnx
-
+        onnx = require("onnx", "reading ONNX metadata")
         return {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     files = {METADATA_FILE: ""}
     torch.jit.load(path, _extra_files=files)
@@ -215,10 +215,10 @@ def _version() -> str:
 
 
 def _export_onnx(model, tmp, shape, dynamic, detector, probe, input_option):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ValueError("ONNX export needs: pip install 'gcnet[onnx]'") from None
+    ort = require("onnxruntime", "ONNX export")  # the parity check
+    require("onnx", "ONNX export")  # the file's axes and metadata
+    if not detector:
+        require("onnxscript", "ONNX export")  # torch.onnx.export(dynamo=True)
     if detector:
         keys = list(probe[0])
         axes: dict[str, dict[int, str]] = {"input": dict(dynamic)}
@@ -261,16 +261,14 @@ def _export_onnx(model, tmp, shape, dynamic, detector, probe, input_option):
 
 def _output_axes(path: str) -> dict[int, str]:
     """The symbolic axes of the exported file's output (e.g. {0: "batch", 2: "height", ...})."""
-    import onnx
-
+    onnx = require("onnx", "ONNX export")
     out = onnx.load(path, load_external_data=False).graph.output[0]
     dims = out.type.tensor_type.shape.dim
     return {i: d.dim_param for i, d in enumerate(dims) if d.dim_param}
 
 
 def _set_onnx_metadata(path: str, meta: Mapping[str, str]) -> None:
-    import onnx
-
+    onnx = require("onnx", "ONNX export")
     m = onnx.load(path)
     onnx.helper.set_model_props(m, dict(meta))
     onnx.save(m, path)

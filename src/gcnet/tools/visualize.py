@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gcnet.utils.extras import require
+
 from .attention import BlockRecord
 
 __all__ = [
@@ -25,9 +27,7 @@ __all__ = [
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", "drawing figures").use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -95,8 +95,7 @@ def _grid(n: int, max_cols: int) -> tuple[int, int]:
 
 
 def _colorbar(fig, axes, label: str = "attention, each map\nscaled to its min..max"):
-    import matplotlib as mpl
-
+    mpl = require("matplotlib", "drawing figures")
     sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap="jet")
     cb = fig.colorbar(sm, ax=list(np.ravel(axes)), shrink=0.8, fraction=0.03, pad=0.02)
     cb.set_ticks([0, 0.5, 1], labels=["min", "", "max"])

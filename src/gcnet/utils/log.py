@@ -29,8 +29,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-from . import distributed as du
-
 __all__ = ["get_logger", "setup_logging", "configured", "process_rank", "LOGGER", "ConsoleHandler"]
 
 LOGGER = "gcnet"
@@ -41,8 +39,11 @@ logging.getLogger(LOGGER).addHandler(_NULL)
 
 def process_rank() -> int:
     """This process's rank: the process group's, else torchrun's ``RANK`` (0 alone)."""
-    if du.is_dist():
-        return du.rank()
+    if "torch.distributed" in sys.modules:  # else no process group: gcnet --help imports no torch
+        from . import distributed as du
+
+        if du.is_dist():
+            return du.rank()
     try:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
