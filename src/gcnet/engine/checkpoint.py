@@ -50,14 +50,11 @@ def check_checkpoint_model(
 def load_model_state(model: torch.nn.Module, state: Mapping[str, Any], path: str, name: str) -> None:
     """``model.load_state_dict(state)``; a mismatch is one line that names the file, the
     model and the first differing keys (a run of the same model name with other options)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        kinds = (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes))
-        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in kinds if v]
-        raise ValueError(f"{path} does not fit the model {name}: {'; '.join(parts)}; was it written with "
+    from gcnet.models.weights import state_mismatch
+
+    why = state_mismatch(model, state)
+    if why:
+        raise ValueError(f"{path} does not fit the model {name}: {why}; was it written with "
                          "other model.kwargs / model.context or another number of classes?")  # fmt: skip
     model.load_state_dict(state)
 

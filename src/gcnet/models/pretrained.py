@@ -194,14 +194,11 @@ def read_saved_config(directory: str) -> dict[str, Any]:
 
 
 def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        kinds = (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes))
-        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in kinds if v]
-        raise ValueError(f"{source} does not fit its model: {'; '.join(parts)}")
+    from .weights import state_mismatch
+
+    why = state_mismatch(model, state)
+    if why:
+        raise ValueError(f"{source} does not fit its model: {why}")
     model.load_state_dict(state)
 
 

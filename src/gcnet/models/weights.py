@@ -77,6 +77,18 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
+def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """How ``state`` fails to fit ``model`` exactly, in a few words (the count and the first key
+    of each kind: missing, unexpected, of another shape), or None when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    kinds = (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes))
+    parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in kinds if v]
+    return "; ".join(parts) or None
+
+
 def load_state_dict_checked(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
 ) -> None:
