@@ -2,9 +2,9 @@
 
     cfg = load_config("configs/demo_synthetic.yaml", ["optim.lr=0.05", "train.epochs=3"])
 
-Every key of a recipe or override must exist in :data:`DEFAULTS` (except the free-form
+Every key of a recipe or override must exist in `DEFAULTS` (except the free-form
 ``model.kwargs``); an unknown key is an error that suggests the nearest valid key. The
-defaults are assembled from the typed sections registered in :mod:`gcnet.config_schema`:
+defaults are assembled from the typed sections registered in `gcnet.config_schema`:
 the core ones, and each task's own beside its code. This module imports no task.
 """
 
@@ -44,7 +44,7 @@ __all__ = [  # noqa: F822  (DEFAULTS: assembled on first use, see __getattr__)
 
 
 def __getattr__(name: str) -> Any:
-    """``DEFAULTS``: every registered section's defaults (:mod:`gcnet.config_schema`),
+    """``DEFAULTS``: every registered section's defaults (`gcnet.config_schema`),
     assembled on first use (PEP 562)."""
     if name == "DEFAULTS":
         global _DEFAULTS
@@ -103,7 +103,7 @@ def merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> 
 
 
 def fill_defaults(cfg: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A copy of ``cfg`` with every key it lacks taken from :data:`DEFAULTS`: the config of a
+    """A copy of ``cfg`` with every key it lacks taken from `DEFAULTS`: the config of a
     checkpoint written before a key existed reads as it trained (the default is the behaviour
     the key was added with)."""
     defaults = _defaults() if defaults is None else defaults
@@ -173,7 +173,7 @@ def load_config(
 ) -> dict[str, Any]:
     """Defaults <- ``base`` <- YAML file at ``path`` <- dotted ``overrides``, validated
     (``check=False``: not yet, for a caller that merges more sources first and then calls
-    :func:`validate` once)."""
+    `validate` once)."""
     cfg = copy.deepcopy(_defaults())
     if base:
         cfg = merge(cfg, base)
@@ -201,7 +201,7 @@ def load_config(
 
 def validate(cfg: Mapping[str, Any]) -> None:
     """Check a merged config (types, ranges, each section's combinations, the task's own
-    checks); raise :class:`ConfigError` naming the key, the value and what is allowed."""
+    checks); raise `ConfigError` naming the key, the value and what is allowed."""
     flat = flatten(cfg)
     check_types(flat)
     check_ranges(flat)

@@ -5,14 +5,14 @@ any data is read or any file is written.
 The core sections (``task``, ``model``, ``data``, ``optim``, ``sched``, ``train``,
 ``output``) are declared here; each task declares its own (``data.video``, ``data.seg``,
 ``eval``, ``data.augment``, the COCO paths under ``data``) beside its code with
-:func:`register_section`, and its checks of a config that names it with
-:func:`register_task`. Nothing here imports a task: the first use of the registry imports the
-modules named in :data:`SECTION_LOCATIONS` (as mmengine's registries import their
+`register_section`, and its checks of a config that names it with
+`register_task`. Nothing here imports a task: the first use of the registry imports the
+modules named in `SECTION_LOCATIONS` (as mmengine's registries import their
 ``locations``), whose import registers what they own. The defaults
-(:func:`gcnet.config.DEFAULTS`) are assembled from the registered sections.
+(`gcnet.config.DEFAULTS`) are assembled from the registered sections.
 
 A key's allowed types come from its field's annotation (``str | None``: a string or null;
-``float``: any number), its range from the field's metadata (:func:`bounded`). Every error
+``float``: any number), its range from the field's metadata (`bounded`). Every error
 names the key, the value and what is allowed.
 """
 
@@ -228,7 +228,7 @@ _ARTICLE = {NUMBER: "a number", INT: "an integer", BOOL: "true or false", STR: "
 
 
 def check_choice(cfg: Mapping[str, Any], key: str, choices) -> None:
-    """Raise :class:`ConfigError` unless the dotted ``key`` of ``cfg`` is one of ``choices``."""
+    """Raise `ConfigError` unless the dotted ``key`` of ``cfg`` is one of ``choices``."""
     value: Any = cfg
     for part in key.split("."):
         value = value.get(part) if isinstance(value, Mapping) else None
@@ -275,7 +275,7 @@ def check_types(flat: Mapping[str, Any]) -> None:
 
 
 def check_ranges(flat: Mapping[str, Any]) -> None:
-    """Every number lies in its field's range (:func:`bounded`)."""
+    """Every number lies in its field's range (`bounded`)."""
     for key, (_, _, f) in _specs().items():
         if "range" not in f.metadata:
             continue

@@ -69,7 +69,7 @@ def _rename(state_dict: Mapping[str, torch.Tensor], rules: list, source: str) ->
 
 def context_block_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map the weights of one mmcv / official GCNet ``ContextBlock`` onto
-    :class:`gcnet.GlobalContextBlock` (same shapes; keys renamed).
+    `gcnet.GlobalContextBlock` (same shapes; keys renamed).
 
     Keys: ``conv_mask.*`` -> ``pool.conv_mask.*``, ``channel_add_conv.{0,1,3}.*`` ->
     ``transform_add.{conv_in,norm,conv_out}.*`` and likewise ``channel_mul_conv``.
@@ -80,13 +80,13 @@ def context_block_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
 
 def nonlocal_from_mmcv(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map the weights of one mmcv ``NonLocal2d`` (any mode, with or without ``sub_sample``,
-    a BN after W_z or none) onto :class:`gcnet.NonLocalBlock`: build it with the same mode,
+    a BN after W_z or none) onto `gcnet.NonLocalBlock`: build it with the same mode,
     reduction, ``sub_sample``, ``use_scale`` and ``norm`` (``norm_cfg`` given or not)."""
     return _rename(state_dict, _MMCV_NL, "mmcv NonLocal2d")
 
 
 def global_context_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the weights of one timm ``GlobalContext`` onto :class:`gcnet.GlobalContextBlock`.
+    """Map the weights of one timm ``GlobalContext`` onto `gcnet.GlobalContextBlock`.
 
     timm's LayerNorm2d stores (P,) affine parameters (reshaped here to (P, 1, 1)) and uses
     eps=1e-6: build the target block with ``ln_eps=1e-6`` for identical outputs.
@@ -105,7 +105,7 @@ _MMDET_PLUGIN = re.compile(r"^(layer\d+\.\d+)\.(?:gen_)?context_block\d*\.(.+)$"
 
 def resnet_from_mmdet(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Backbone weights of an official GCNet / mmdetection / mmsegmentation checkpoint ->
-    :class:`gcnet.models.ResNet` keys.
+    `gcnet.models.ResNet` keys.
 
     Keeps the ``backbone.*`` entries (or all entries when there is no such prefix), renames
     plug-in ``ContextBlock`` weights to ``layerX.Y.context_block.*`` in gcnet's layout, and
@@ -142,11 +142,11 @@ def is_mmdet_checkpoint(state_dict: Mapping[str, object]) -> bool:
 
 def segmentor_from_mmseg(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An mmsegmentation ``EncoderDecoder`` checkpoint (FCN / GCNet / NonLocal heads on a
-    ResNet-V1c) -> :class:`gcnet.models.segmentation.EncoderDecoder` keys.
+    ResNet-V1c) -> `gcnet.models.segmentation.EncoderDecoder` keys.
 
-    ``backbone.*`` go through :func:`resnet_from_mmdet`; ``decode_head.gc_block.*`` through
-    :func:`context_block_from_mmcv` and ``decode_head.nl_block.*`` through
-    :func:`nonlocal_from_mmcv` (both to ``decode_head.context_block.*``); the heads' other
+    ``backbone.*`` go through `resnet_from_mmdet`; ``decode_head.gc_block.*`` through
+    `context_block_from_mmcv` and ``decode_head.nl_block.*`` through
+    `nonlocal_from_mmcv` (both to ``decode_head.context_block.*``); the heads' other
     keys (``convs.i.conv``/``bn``, ``conv_cat``, ``conv_seg``) are the same in both layouts.
     """
     sd = dict(state_dict)

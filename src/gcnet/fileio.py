@@ -39,7 +39,7 @@ def atomic_write(path: str, write: Callable[[str], object]) -> None:
 
 def atomic_link(src: str, path: str) -> bool:
     """Make ``path`` a hard link to the file ``src`` (atomically: a link under a temp name,
-    then a rename). A later :func:`atomic_write` of either name replaces that name only, so
+    then a rename). A later `atomic_write` of either name replaces that name only, so
     the other keeps its content. False where the file system has no hard links."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".tmp-link-{os.getpid()}-{os.path.basename(path)}")

@@ -1,21 +1,21 @@
 """Share and load trained models the way the field does: the Hugging Face Hub layout.
 
-:func:`save_pretrained` writes a folder of three files, the layout timm and transformers use:
+`save_pretrained` writes a folder of three files, the layout timm and transformers use:
 
 - ``model.safetensors``: the weights;
 - ``config.json``: ``architecture`` (the registered model name), ``model_args`` (what
-  :func:`gcnet.create_model` takes besides the name: a run's ``model.kwargs`` /
+  `gcnet.create_model` takes besides the name: a run's ``model.kwargs`` /
   ``model.context``, ``num_classes``), ``num_classes``, ``classes``, ``task``,
-  ``pretrained_cfg`` (:class:`~gcnet.models.pretrained.PretrainedCfg`: mean, std, input size,
+  ``pretrained_cfg`` (`PretrainedCfg`: mean, std, input size,
   crop, interpolation), ``gcnet_version`` and, for a run's model, ``gcnet_config`` (its config
   without the local paths) and ``metrics``;
 - ``README.md``: a model card with the Hub's front matter (library, license, tags, datasets,
   metrics, the paper).
 
 ``gcnet.create_model("local-dir:PATH")`` / ``create_model("hf-hub:ORG/NAME")`` build it back,
-weights loaded; :func:`load_run` also gives the gcnet config the CLI's task code reads (``gcnet
+weights loaded; `load_run` also gives the gcnet config the CLI's task code reads (``gcnet
 eval / predict / info / export / analyze --checkpoint hf-hub:ORG/NAME``), so a model from
-anywhere is preprocessed as it was trained. :func:`push_to_hub` uploads a folder
+anywhere is preprocessed as it was trained. `push_to_hub` uploads a folder
 (``huggingface_hub``, the ``[hub]`` extra).
 """
 
@@ -106,7 +106,7 @@ def is_saved(path: str | None) -> bool:
 
 def pretrained_cfg_for_run(cfg: Mapping[str, Any], classes: Sequence[str] | None = None,
                            model: nn.Module | None = None) -> PretrainedCfg:  # fmt: skip
-    """A run's preprocessing as a :class:`PretrainedCfg`: ``data.mean`` / ``std``, its input
+    """A run's preprocessing as a `PretrainedCfg`: ``data.mean`` / ``std``, its input
     size (the task's, from ``data.image_size`` or the clip), the eval crop, its classes."""
     from gcnet.config import fill_defaults
     from gcnet.tasks import task_of
@@ -196,7 +196,7 @@ def _class_names(conf: Mapping[str, Any], task, num_outputs: int | None) -> list
 def load_run(spec: str):
     """(model in eval mode, gcnet config, class names, task) of a saved model
     (``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a folder): what a run's checkpoint gives the
-    CLI (:func:`gcnet.cli._common.load_trained`)."""
+    CLI (`gcnet.cli._common.load_trained`)."""
     from gcnet.models import create_model
     from gcnet.tasks import task_of
 
@@ -268,7 +268,7 @@ def save_pretrained(
     ``config.json``, ``README.md``; each atomically) and return the folder.
 
     Args:
-        model: a model :func:`gcnet.create_model` built (or a run's, with ``config``).
+        model: a model `gcnet.create_model` built (or a run's, with ``config``).
         config: a gcnet run's config: its model name, options and preprocessing.
         classes: the class names (a run's; default the pretrained config's).
         metrics: evaluation results for the model card (a run's ``metrics.json``).
@@ -433,7 +433,7 @@ def push_to_hub(
     **save_kwargs: Any,
 ):
     """Upload a saved folder (or save ``model_or_dir`` first, with ``save_kwargs`` of
-    :func:`save_pretrained`) to the Hub repo ``repo_id`` (created if missing) with
+    `save_pretrained`) to the Hub repo ``repo_id`` (created if missing) with
     ``HfApi.upload_folder``; returns its commit info."""
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not all(repo_id.split("/")):
         raise ValueError(f"repo_id must be NAME or ORG/NAME, got {repo_id!r}")

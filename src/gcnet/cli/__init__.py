@@ -1,5 +1,5 @@
 """The ``gcnet`` command line, one module per command; each delegates what is task-specific
-to the task (:mod:`gcnet.tasks`)."""
+to the task (`gcnet.tasks`)."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ def load_trained(checkpoint: str, use_ema: bool = True):
     """(model in eval mode, config, class names, task) from a gcnet run's checkpoint
     (``best.pth`` / ``last.pth``: the EMA weights when the run kept them) or its final
     ``weights.safetensors``, or a saved model (``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a
-    folder with ``config.json`` + ``model.safetensors``: :func:`gcnet.hub.load_run`, its
+    folder with ``config.json`` + ``model.safetensors``: `gcnet.hub.load_run`, its
     config made from the saved one, so the task code preprocesses as it was trained)."""
     from gcnet.hub import is_saved, load_run
 
@@ -159,7 +159,7 @@ def load_trained(checkpoint: str, use_ema: bool = True):
 
 
 def load_trained_if_any(path: str | None):
-    """:func:`load_trained` when ``path`` is a gcnet run's ``.pth`` / ``.safetensors`` (read
+    """`load_trained` when ``path`` is a gcnet run's ``.pth`` / ``.safetensors`` (read
     once) or a saved model, None for any other weights file or no path."""
     from gcnet.hub import is_saved, load_run
 

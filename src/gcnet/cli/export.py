@@ -1,6 +1,6 @@
 """``gcnet export``: ONNX (dynamic batch and size by default, ``--static`` to fix them) or
 TorchScript, with metadata, checked against eager; or (``--format hf``) the Hugging Face Hub
-layout of :mod:`gcnet.hub`."""
+layout of `gcnet.hub`."""
 
 from __future__ import annotations
 

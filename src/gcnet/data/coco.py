@@ -286,7 +286,7 @@ def build_detection_data(cfg: Mapping[str, Any], split: str) -> tuple[CocoDetect
     """(dataset, class names): ``data.dataset=coco`` reads ``data.train_ann`` /
     ``data.val_ann`` and ``data.train_images`` / ``data.val_images`` when given, else finds
     them under ``data.root`` (``annotations/instances_<split>.json`` and ``<split>/`` or
-    ``images/<split>/``, ... : :func:`find_coco_split`; ``data.train_split`` / ``val_split``
+    ``images/<split>/``, ... : `find_coco_split`; ``data.train_split`` / ``val_split``
     name the splits); ``synthetic`` writes the embedded set under ``output.dir/synthetic_coco``
     once and reads it back."""
     d = cfg["data"]
@@ -356,8 +356,8 @@ def _first_file_name(ann_file: str) -> str | None:
 def find_coco_split(root: str | None, split: str, ann: str | None = None, images: str | None = None,
                     key: str = "train") -> tuple[str, str]:  # fmt: skip
     """(image folder, annotation file) of a COCO-format split: ``ann`` / ``images`` (relative
-    to ``root`` or absolute) when given, else the first of :data:`ANN_CANDIDATES` that exists
-    and the first of :data:`IMAGE_CANDIDATES` that holds the json's first image. A split with
+    to ``root`` or absolute) when given, else the first of `ANN_CANDIDATES` that exists
+    and the first of `IMAGE_CANDIDATES` that holds the json's first image. A split with
     nothing found is an error that lists every path looked for (``key``: the config keys'
     prefix, ``train`` / ``val``)."""
     if ann:

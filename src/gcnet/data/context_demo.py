@@ -1,7 +1,7 @@
 """The demo's embedded dense task, where long-range context is necessary by construction:
 every object is labelled by a *key* that lies beyond a plain network's receptive field.
 
-Construction (:class:`FarKeySegmentation`, ``data.dataset: far_key``), for each image:
+Construction (`FarKeySegmentation`, ``data.dataset: far_key``), for each image:
 
 - a noisy grey background (each channel N(110, 20), independently per pixel);
 - one *key*: a stripe ``key_size`` wide (1/8 of the side) of a saturated colour, red, green
@@ -24,8 +24,8 @@ patch so that the context models learn to read it within the demo's few hundred 
 ``tests/data/test_context_demo.py`` checks the construction against the demo network's
 receptive field (computed structurally from the plain network: no input pixel of the key
 reaches the output at any object pixel), and that a hand-written oracle with global
-information (:func:`oracle_predict`) solves the task while the best a network without it can
-do (:func:`blind_oracle_predict`) cannot. Items are generated from ``(seed, split,
+information (`oracle_predict`) solves the task while the best a network without it can
+do (`blind_oracle_predict`) cannot. Items are generated from ``(seed, split,
 index)``: no files, no network, identical on every machine.
 """
 

@@ -2,7 +2,7 @@
 
 Bad data gets a clear error that names the file: a missing root, an empty class folder,
 an unreadable image. With ``skip_bad_images`` unreadable images are dropped from their batch
-instead and counted (:func:`collate_skip_bad`).
+instead and counted (`collate_skip_bad`).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def check_image(path: str, mode: str = "quick") -> str | None:
 
 def find_bad_images(paths: list[str], mode: str, progress: bool = True) -> list[tuple[str, str]]:
     """``[(path, why)]`` of the unreadable files among ``paths`` (``mode``: see
-    :func:`check_image`; ``off``: none checked)."""
+    `check_image`; ``off``: none checked)."""
     if mode == "off":
         return []
     from gcnet.utils.progress import progress_bar
@@ -123,10 +123,10 @@ def find_bad_images(paths: list[str], mode: str, progress: bool = True) -> list[
 
 class ImageFolderChecked(datasets.ImageFolder):
     """``torchvision.datasets.ImageFolder`` with clear errors, and bad images either raised
-    (naming the file) or returned as ``None`` for :func:`collate_skip_bad` to drop.
+    (naming the file) or returned as ``None`` for `collate_skip_bad` to drop.
 
     ``verify`` (``data.verify_images``): check every file before any training
-    (:func:`check_image`): unreadable files stop the run up front, naming them and their
+    (`check_image`): unreadable files stop the run up front, naming them and their
     count, or, with ``skip_bad_images``, leave the dataset and are listed in ``bad_files``
     (an exact count; ``off`` finds bad files only when a batch loads them)."""
 
@@ -225,7 +225,7 @@ def _missing_ancestor(path: str) -> str | None:
 
 
 def load_image(path: str) -> Image.Image:
-    """A user's image file as RGB; a missing file is a :class:`FileNotFoundError` naming it."""
+    """A user's image file as RGB; a missing file is a `FileNotFoundError` naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
     return _load_rgb(path)

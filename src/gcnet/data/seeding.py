@@ -20,7 +20,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class EpochSeeded(Dataset):
-    """``dataset`` whose items are drawn under :func:`sample_seed` (torch, numpy and
+    """``dataset`` whose items are drawn under `sample_seed` (torch, numpy and
     ``random``); in the main process the global generators are restored afterwards, so
     loading never perturbs the training step's randomness (dropout, MixUp)."""
 

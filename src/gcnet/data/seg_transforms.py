@@ -3,7 +3,7 @@ pipeline): random rescale with a ratio range, random crop with a category-ratio 
 photometric distortion, normalisation, padding with the ignore index.
 
 Every transform takes and returns ``(image, mask)``: the image a (3, H, W) tensor (uint8
-until :class:`Normalize`, float after), the mask an (H, W) uint8/int64 tensor of class ids.
+until `Normalize`, float after), the mask an (H, W) uint8/int64 tensor of class ids.
 Randomness comes from torch's global generator, so seeded workers reproduce.
 """
 

@@ -1,23 +1,23 @@
 """Semantic segmentation datasets in their real on-disk layouts, and the embedded synthetic
 set.
 
-- :class:`Cityscapes`: ``<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+- `Cityscapes`: ``<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
   ``<root>/gtFine/<split>/<city>/*_gtFine_labelTrainIds.png`` (19 classes; make the trainId
   masks with cityscapesscripts' ``createTrainIdLabelImgs``).
-- :class:`VOCSegmentation`: ``<root>/JPEGImages``, ``SegmentationClass`` (palette PNGs),
+- `VOCSegmentation`: ``<root>/JPEGImages``, ``SegmentationClass`` (palette PNGs),
   ``ImageSets/Segmentation/<split>.txt``; the ``train_aug`` split adds the SBD images listed
   in ``ImageSets/Segmentation/aug.txt`` with masks in ``SegmentationClassAug`` (mmseg's
   layout). 21 classes, the white border is 255 (ignored).
-- :class:`ADE20K`: ``<root>/images/{training,validation}/*.jpg`` and
+- `ADE20K`: ``<root>/images/{training,validation}/*.jpg`` and
   ``<root>/annotations/.../*.png``; 150 classes, label 0 ("other") -> ignore, k -> k-1.
-- :class:`CustomSegmentation` (``data.dataset: custom``): your own images and label PNGs
+- `CustomSegmentation` (``data.dataset: custom``): your own images and label PNGs
   with your class names (``data.seg.classes`` or ``<root>/classes.txt``) and colours: an
   ``images/<split>`` + ``masks/<split>`` tree (or ``annotations/``, ``labels/``,
   ``img_dir/`` + ``ann_dir/``), a VOC-style tree (``JPEGImages``, ``SegmentationClass``,
   split lists), or explicit folders / split lists (mmseg's ``img_dir`` / ``ann_dir`` /
   ``img_suffix`` / ``seg_map_suffix`` / ``ann_file``).
-- :class:`SyntheticSegmentation`: generated from a seed, no files (see its docstring).
-- ``far_key``: :class:`gcnet.data.context_demo.FarKeySegmentation`, the demo's set where
+- `SyntheticSegmentation`: generated from a seed, no files (see its docstring).
+- ``far_key``: `gcnet.data.context_demo.FarKeySegmentation`, the demo's set where
   every object is labelled by a key beyond a plain network's receptive field.
 
 Items are ``(image, mask)`` after the joint transform (float (3, H, W), int64 (H, W));
@@ -314,7 +314,7 @@ class ADE20K(SegmentationFiles):
 
 
 IMG_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-#: (image folder, mask folder) pairs of the layouts :class:`CustomSegmentation` recognises
+#: (image folder, mask folder) pairs of the layouts `CustomSegmentation` recognises
 FOLDER_PAIRS = (
     ("images", "masks"),
     ("images", "annotations"),
@@ -393,7 +393,7 @@ class CustomSegmentation(SegmentationFiles):
       by the split; a ``<split>/`` subfolder of them is used when there is one) and an
       optional ``split_list`` (one stem per line, or ``image mask`` paths relative to the root).
 
-    ``img_suffix`` None takes any of :data:`IMG_SUFFIXES`. A mask is a single-channel PNG
+    ``img_suffix`` None takes any of `IMG_SUFFIXES`. A mask is a single-channel PNG
     (L or P: its indices, not its colours) of labels 0..N-1 (1..N with
     ``reduce_zero_label``) and ``ignore_index``.
     """

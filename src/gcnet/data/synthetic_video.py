@@ -31,12 +31,12 @@ evidence and the late bottom-right evidence together, which is what context bloc
 Colours are flat and encoded near losslessly (mpeg4, quantiser 1-2), so they survive
 decoding; the tests read them back at the known positions with a hand-written oracle.
 
-On disk (the ``video_list`` format, read back by :func:`gcnet.data.video.build_video_dataset`)::
+On disk (the ``video_list`` format, read back by `gcnet.data.video.build_video_dataset`)::
 
     root/videos/train_00000.mp4 ...   root/train.txt, root/val.txt  ("videos/x.mp4 label")
     root/classes.txt                  root/manifest.json (the generation parameters)
 
-:func:`generate_synthetic_videos` reuses a folder whose manifest matches the parameters and
+`generate_synthetic_videos` reuses a folder whose manifest matches the parameters and
 regenerates otherwise; it writes into a temporary folder next to ``root`` and renames it into
 place, so readers (and concurrent DDP ranks) never see a half-written set.
 """

@@ -21,16 +21,16 @@ Formats (each parser gives records and the class names):
 Missing videos (every real Kinetics download has them) are found up front: with
 ``skip_bad_videos`` they are left out with one warning giving their count and the first few;
 without it they are an error naming the first ones. A video that fails to decode later is,
-with ``skip_bad_videos``, returned as ``None``, which :func:`~gcnet.data.collate_skip_bad`
-drops from its batch and counts; otherwise a :class:`BadVideoError` naming the file.
+with ``skip_bad_videos``, returned as ``None``, which `collate_skip_bad`
+drops from its batch and counts; otherwise a `BadVideoError` naming the file.
 
 Items: train ``(clip (3, T, H, W) float32, label)``; test ``(views (V, 3, T, H, W) float32,
 label)`` with ``V = num_clips * num_crops``, clip-major. Sampling and transforms:
-:mod:`gcnet.data.video_transforms`; decoding: :mod:`gcnet.data.video_io`.
+`gcnet.data.video_transforms`; decoding: `gcnet.data.video_io`.
 
 Random draws come from a numpy Generator seeded from torch's global generator at each
-``__getitem__``, so :class:`~gcnet.data.seeding.EpochSeeded` (which seeds torch per sample)
-makes every clip depend only on (seed, epoch, index); :meth:`VideoTrainDataset.sample` takes
+``__getitem__``, so `EpochSeeded` (which seeds torch per sample)
+makes every clip depend only on (seed, epoch, index); `VideoTrainDataset.sample` takes
 an explicit Generator.
 """
 
@@ -269,7 +269,7 @@ def parse_kinetics_csv(
     csv_file: str, video_dir: str, classes: Sequence[str] | None = None
 ) -> tuple[list[VideoRecord], list[str]]:
     """A Kinetics CSV -> (records, classes); classes default to this CSV's sorted labels (give
-    the train CSV's for a val CSV: :func:`kinetics_classes`)."""
+    the train CSV's for a val CSV: `kinetics_classes`)."""
     rows = list(_kinetics_rows(csv_file))
     if not rows:
         raise ValueError(f"{csv_file}: no clips listed")
@@ -416,10 +416,10 @@ class VideoTrainDataset(_VideoDataset):
     """One random clip per video: items ``(clip (3, T, crop, crop) float32, label)``.
 
     Args:
-        records: :class:`VideoRecord` (files) or :class:`FrameRecord` (frame folders).
+        records: `VideoRecord` (files) or `FrameRecord` (frame folders).
         classes: class names (label k = ``classes[k]``).
         clip_len, frame_interval: frames per clip, one every ``frame_interval``.
-        transform: the clip transform (default :class:`VideoTrainTransform`'s defaults).
+        transform: the clip transform (default `VideoTrainTransform`'s defaults).
         skip_bad_videos: leave missing videos out (one warning) and return ``None`` for ones
             that fail to decode, instead of raising.
         filename_tmpl: frame file names of frame folders (frame i is ``tmpl.format(i + 1)``).
@@ -456,8 +456,8 @@ class VideoTrainDataset(_VideoDataset):
 class VideoTestDataset(_VideoDataset):
     """``num_clips`` clips spread over each video x the transform's crops: items ``(views
     (num_clips * num_crops, 3, T, S, S) float32, label)``, clip-major. Arguments as
-    :class:`VideoTrainDataset`'s, plus ``num_clips``; ``transform`` defaults to
-    :class:`VideoTestTransform`'s defaults (3 crops of 256)."""
+    `VideoTrainDataset`'s, plus ``num_clips``; ``transform`` defaults to
+    `VideoTestTransform`'s defaults (3 crops of 256)."""
 
     def __init__(
         self,
@@ -528,8 +528,8 @@ def build_video_dataset(
     views: tuple[int, int] | None = None,
     classes: list[str] | None = None,
 ) -> Dataset:
-    """The video dataset of ``split`` ("train" | "val"): a :class:`VideoTrainDataset` when
-    ``train``, else a :class:`VideoTestDataset`; ``.classes`` lists the class names.
+    """The video dataset of ``split`` ("train" | "val"): a `VideoTrainDataset` when
+    ``train``, else a `VideoTestDataset`; ``.classes`` lists the class names.
 
     ``views = (clips, crops)`` overrides ``num_clips`` / ``num_crops``; ``classes`` gives the
     class names (e.g. the train set's to a val set) instead of finding them.
@@ -680,7 +680,7 @@ def load_video_views(
 ) -> torch.Tensor:
     """The test views ``(clips * crops, 3, T, S, S)`` float32 of one video file (or raw-frame
     folder, frames ``data.filename_tmpl``), sampled and transformed as
-    :func:`build_video_dataset`'s test set does (``views`` = (clips, crops))."""
+    `build_video_dataset`'s test set does (``views`` = (clips, crops))."""
     clips, crops = (
         views if views is not None else (int(_opt(data, "num_clips", 10)), int(_opt(data, "num_crops", 3)))
     )

@@ -18,7 +18,7 @@ Indices are taken modulo the frame count, so a video shorter than a clip loops.
 
 A missing file, one FFmpeg cannot open (corrupt, truncated with its index lost, not a
 video), one without a video stream, or one whose data fails to decode is a
-:class:`BadVideoError` with one line naming the file and what was wrong.
+`BadVideoError` with one line naming the file and what was wrong.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class VideoReader:
         path: a video file FFmpeg can read (mp4, mkv, webm, avi, ...).
 
     ``frames_decoded`` counts the frames decoded so far (decoding only what clips need is
-    tested with it). Use as a context manager, or call :meth:`close`.
+    tested with it). Use as a context manager, or call `close`.
     """
 
     def __init__(self, path: str) -> None:
@@ -314,7 +314,7 @@ def read_frame_folder(
     modulo ``total_frames``) is the file ``filename_tmpl.format(start_index + i)``.
 
     A folder holding fewer frames than ``total_frames`` (its list line, ``origin``, says) is a
-    :class:`BadVideoError` naming the folder, the line and both counts; so is an unreadable
+    `BadVideoError` naming the folder, the line and both counts; so is an unreadable
     frame file."""
     where = f"{origin}: " if origin else ""
     if not os.path.isdir(folder):

@@ -141,7 +141,7 @@ class VideoTrainTransform:
         mean, std: per-channel normalisation in 0-1 space.
 
     ``__call__(clip, rng)``: uint8 ``(T, H, W, 3)`` and a numpy Generator -> float32
-    ``(3, T, crop_size, crop_size)``; :meth:`params` are the draws it makes.
+    ``(3, T, crop_size, crop_size)``; `params` are the draws it makes.
     """
 
     def __init__(

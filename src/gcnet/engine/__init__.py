@@ -1,5 +1,5 @@
 """The task-agnostic training engine: the loop, schedules, AMP, EMA, DDP, checkpoints and
-logging. What differs between tasks comes from :mod:`gcnet.tasks`."""
+logging. What differs between tasks comes from `gcnet.tasks`."""
 
 from gcnet.tasks.classification import evaluate_classification as evaluate
 

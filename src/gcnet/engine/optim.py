@@ -1,6 +1,6 @@
 """Optimizer (no weight decay on norms and biases) and the learning-rate schedule.
 
-The schedule is a pure function of the step, :class:`Schedule`, so resuming needs only the
+The schedule is a pure function of the step, `Schedule`, so resuming needs only the
 step count: linear warm-up from ``warmup_factor * lr``, then cosine to ``min_lr``, step
 decay at ``milestones`` (epochs), or constant.
 """
@@ -31,7 +31,7 @@ def base_lr(cfg: Mapping[str, Any] | EngineSettings) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any] | EngineSettings) -> torch.optim.Optimizer:
-    """SGD or AdamW at :func:`base_lr`, weight decay on everything but norms and biases."""
+    """SGD or AdamW at `base_lr`, weight decay on everything but norms and biases."""
     s = _settings(cfg)
     o = s.optim
     decay, no_decay = [], []
@@ -65,7 +65,7 @@ def warmup_steps(steps_per_epoch: int, cfg: Mapping[str, Any] | EngineSettings) 
 @dataclass(frozen=True)
 class Schedule:
     """The learning rate as a function of the step, built once per run (see the module
-    docstring): :meth:`lr`."""
+    docstring): `lr`."""
 
     lr0: float
     name: str
@@ -103,5 +103,5 @@ class Schedule:
 
 def lr_at(step: int, steps_per_epoch: int, cfg: Mapping[str, Any] | EngineSettings) -> float:
     """The learning rate at ``step`` (``Schedule.from_config(cfg, steps_per_epoch).lr(step)``;
-    the loop builds its :class:`Schedule` once)."""
+    the loop builds its `Schedule` once)."""
     return Schedule.from_config(cfg, steps_per_epoch).lr(step)

@@ -18,7 +18,7 @@ __all__ = ["StopRequest", "agree"]
 
 class StopRequest:
     """Installs SIGTERM / SIGINT handlers for its ``with`` block (main thread only) and
-    records the first signal's name in :attr:`signal`."""
+    records the first signal's name in `signal`."""
 
     def __init__(self) -> None:
         self.signal: str | None = None

@@ -1,10 +1,10 @@
 """The training loop, single process or DDP under torchrun, for any task of
-:mod:`gcnet.tasks`: the task builds the data, the model and the loss and evaluates; the loop
+`gcnet.tasks`: the task builds the data, the model and the loss and evaluates; the loop
 owns schedules, AMP, EMA, DDP, gradient clipping, checkpoints and logging, and names no task.
 
 Resume is exact, from the end of an epoch or from inside one: every epoch re-seeds the RNGs
 from (seed, epoch, rank) and the sampler from (seed, epoch), every sample's augmentation
-draws from (seed, epoch, index) (:class:`~gcnet.data.seeding.EpochSeeded`), the learning
+draws from (seed, epoch, index) (`EpochSeeded`), the learning
 rate is a function of the step, and a checkpoint written inside an epoch
 (``train.checkpoint_every`` / ``checkpoint_every_minutes``, or on SIGTERM / SIGINT) holds
 each rank's RNG state and its place in the epoch. A run interrupted anywhere and resumed ends
@@ -87,7 +87,7 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 @dataclass(kw_only=True)
 class Run:
-    """Everything a training run holds between steps (built by keyword, :func:`setup`). The
+    """Everything a training run holds between steps (built by keyword, `setup`). The
     loop reads ``settings`` and ``schedule``; ``cfg``, the config dict, goes to the task's
     hooks and into the checkpoints."""
 
@@ -530,7 +530,7 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train with ``cfg`` (see :mod:`gcnet.config`). Returns a summary dict
+    """Train with ``cfg`` (see `gcnet.config`). Returns a summary dict
     (``interrupted``: the signal that stopped the run after writing ``last.pth``, or None).
 
     ``resume``: a checkpoint path, or ``"auto"`` for ``<output.dir>/last.pth`` (a fresh

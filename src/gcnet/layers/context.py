@@ -3,13 +3,13 @@
     z = x * sigmoid(delta_mul(c)) + delta_add(c),   c = sum_j alpha_j x_j   (or mean_j x_j)
 
 One module per step, and the blocks of the family (GC, Simplified NL, SE) are configurations
-of :class:`GlobalContextBlock`. Everything works on (N, C, L), (N, C, H, W) and
+of `GlobalContextBlock`. Everything works on (N, C, L), (N, C, H, W) and
 (N, C, T, H, W) inputs: the context is pooled over *all* positions, and the transform acts
 on the pooled (N, C) vector, so the spatial rank never matters after pooling.
 
 Parameter shapes follow the official code (mmcv ``ContextBlock``): 1x1 convs are stored as
 ``nn.Conv2d`` weights and the LayerNorm over ``[P, 1, 1]``, so published checkpoints convert
-by renaming keys only (:func:`gcnet.convert.context_block_from_mmcv`).
+by renaming keys only (`gcnet.convert.context_block_from_mmcv`).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class _GlobalContextAdd(torch.autograd.Function):
 
 
 def _add_backward(need, gy, x, wk, bk, w1, lnw, lnb, w2, attn, context, h, a, relu: bool, eps: float):
-    """The gradients of :class:`_GlobalContextAdd` (inputs x, wk, bk, w1, b1, lnw, lnb, w2, b2)."""
+    """The gradients of `_GlobalContextAdd` (inputs x, wk, bk, w1, b1, lnw, lnb, w2, b2)."""
     xf = x.flatten(2)
     n, c, length = xf.shape
     dt = xf.dtype
@@ -262,7 +262,7 @@ def _add_backward(need, gy, x, wk, bk, w1, lnw, lnb, w2, attn, context, h, a, re
 class ContextModeling(nn.Module):
     """Step 1: pool x (N, C, *spatial) into one context vector per image, (N, C).
 
-    ``att``: logits = W_k x + b (a 1x1 conv C->1, :class:`PointwiseConv`), alpha = softmax over
+    ``att``: logits = W_k x + b (a 1x1 conv C->1, `PointwiseConv`), alpha = softmax over
     all positions (computed in float32), context = sum_j alpha_j x_j.  ``avg``: the mean over
     positions. ``saved`` (a dict, for the block's fused path): receives alpha as ``"attn"``.
     """
@@ -325,7 +325,7 @@ class ContextTransform(nn.Module):
 
     ``hidden=P``: bottleneck conv C->P, LayerNorm([P,1,1]) (or none), ReLU (or none:
     ``relu=False``), conv P->C (GC, and SE without the norm). ``hidden=None``: one conv C->C
-    (Simplified NL). All convs have a bias (:class:`PointwiseConv`, called on the (N, C, 1, 1)
+    (Simplified NL). All convs have a bias (`PointwiseConv`, called on the (N, C, 1, 1)
     context, as in the official code). ``zero_init_last`` zeroes the last conv (weight and
     bias). ``saved`` (a dict, for the block's fused path): receives the input, the first
     conv's output (``"hidden"``) and the last conv's input (``"act"``).

@@ -2,7 +2,7 @@
 
     z_i = x_i + BN(W_z sum_j f(x_i, x_j) / C(x) * g(x_j))
 
-In the framework of :mod:`gcnet.layers.context` NL is the query-*dependent* end: its context
+In the framework of `gcnet.layers.context` NL is the query-*dependent* end: its context
 modeling computes one attention map per query position (the GC paper's observation is that
 these maps are nearly identical, which is what GC exploits). Pairwise functions:
 
@@ -62,7 +62,7 @@ class NonLocalBlock(nn.Module):
 
     Args:
         channels: input channels C.
-        mode: pairwise function, one of :data:`NL_MODES`.
+        mode: pairwise function, one of `NL_MODES`.
         reduction: inter channels C' = C // reduction.
         sub_sample: ``False``; ``True`` / ``"output"``: max-pool phi(x) and g(x) by 2 spatially
             (4x fewer keys); ``"input"``: phi and g on x max-pooled by 2 (also 4x cheaper
@@ -140,7 +140,7 @@ class NonLocalBlock(nn.Module):
         self, xf: torch.Tensor, spatial: tuple[int, ...], xk: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(N, L, L') attention weights of every query i over every key j (``xk``: phi's
-        input, :meth:`_keys_input`)."""
+        input, `_keys_input`)."""
         xk = self._keys_input(xf, spatial) if xk is None else xk
         if self.mode == "gaussian":
             theta, phi = xf, xk

@@ -34,8 +34,8 @@ def register_block(name: str, fn: Callable[..., nn.Module] | None = None):
 
 
 def list_blocks() -> list[str]:
-    """The names :func:`create_block` takes, sorted (``["gc", "nl", "se", "snl"]`` and any
-    registered with :func:`register_block`)."""
+    """The names `create_block` takes, sorted (``["gc", "nl", "se", "snl"]`` and any
+    registered with `register_block`)."""
     return sorted(_BLOCKS)
 
 

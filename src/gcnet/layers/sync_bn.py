@@ -4,7 +4,7 @@
 it. This BatchNorm (same state-dict layout) computes the global batch statistics with one
 differentiable all-reduce of (sum, sum of squares, count) in float64, and is a plain
 BatchNorm outside training or outside a process group. Used by the backbones'
-``norm="syncbn"``; :func:`convert_sync_batchnorm` picks torch's fused version on CUDA.
+``norm="syncbn"``; `convert_sync_batchnorm` picks torch's fused version on CUDA.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def convert_sync_batchnorm(module: nn.Module, process_group=None, device_type: str = "cpu") -> nn.Module:
     """Every ``BatchNorm*d`` -> a synchronised one, weights kept: torch's fused
-    ``nn.SyncBatchNorm`` for CUDA, :class:`SyncBatchNorm` for anything else."""
+    ``nn.SyncBatchNorm`` for CUDA, `SyncBatchNorm` for anything else."""
     if device_type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
     return _convert(module, process_group)

@@ -1,7 +1,7 @@
 """Detection and instance segmentation: torchvision's Mask R-CNN / Faster R-CNN on gcnet's
 ResNet / ResNeXt backbones (GC at c3-c5, after_1x1, as in the paper) under an FPN.
 
-The backbone is :class:`~gcnet.models.resnet.ResNet` wrapped in torchvision's
+The backbone is `ResNet` wrapped in torchvision's
 ``BackboneWithFPN`` (c2..c5 -> P2..P6, 256 channels), with the stem and c2 frozen
 (``frozen_stages=1``) and either frozen BatchNorm (``norm="frozen_bn"``, the usual
 fine-tuning setting) or synchronised BatchNorm (``norm="syncbn"``, the paper's SyncBN rows).
@@ -11,7 +11,7 @@ Everything past the backbone is torchvision's (RPN, RoIAlign, box and mask heads
 Weights: ``pretrained="torchvision"`` fills the backbone with torchvision's ImageNet weights
 (GC blocks fresh: the paper's starting point); a path loads a whole detector saved by
 gcnet, or the backbone of a plain / official GCNet / mmdetection checkpoint (through
-:func:`gcnet.convert.resnet_from_mmdet`; mmdetection's necks and heads are not mapped:
+`gcnet.convert.resnet_from_mmdet`; mmdetection's necks and heads are not mapped:
 their layouts differ from torchvision's).
 """
 
@@ -67,7 +67,7 @@ def resnet_fpn(
 
     ``gc`` (default: ``gc_ratio is not None``, the old spelling of "no GC"): GC blocks of
     ratio ``gc_ratio`` (``None`` with ``gc=True``: the transform is one C->C conv, the
-    paper's "w/o ratio" row). ``overrides`` go to :func:`gcnet.create_model` (e.g.
+    paper's "w/o ratio" row). ``overrides`` go to `gcnet.create_model` (e.g.
     ``stages``, ``position``, ``pooling``, or ``plugin="nl"`` with its options)."""
     # here, not at the top: the names above (the model registry) need no detection code
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -99,13 +99,13 @@ def resnet_fpn(
 
 
 def create_detector(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
-    """Build a registered detector (see :data:`DETECTORS`).
+    """Build a registered detector (see `DETECTORS`).
 
     Overrides: ``num_classes`` (including background, torchvision's convention; default 81 =
     COCO's 80 + 1), ``norm`` (``frozen_bn`` / ``syncbn`` / ``bn``), ``frozen_stages`` (1: stem +
     c2), the GC block's ``ratio`` / ``stages`` / ``position``, ``min_size`` / ``max_size``
     (800 / 1333; a tuple of min sizes = multi-scale training), ``backbone_kwargs`` (more
-    :func:`gcnet.create_model` options), and any keyword of torchvision's ``MaskRCNN`` /
+    `gcnet.create_model` options), and any keyword of torchvision's ``MaskRCNN`` /
     ``FasterRCNN`` (``rpn_batch_size_per_image``, ``box_batch_size_per_image``,
     ``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...).
 
@@ -157,7 +157,7 @@ def _check_options(name: str, cls: type[nn.Module], overrides: dict[str, Any]) -
 
 
 def _gc_options(name: str, spec: dict[str, Any], o: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """(the GC ratio, the backbone's :func:`gcnet.create_model` options), popped from the
+    """(the GC ratio, the backbone's `gcnet.create_model` options), popped from the
     options ``o``: ``ratio``, ``backbone_kwargs``, ``stages``, ``position``; a combination the
     detector cannot honour raises."""
     has_gc = spec["gc"] is not None

@@ -141,7 +141,7 @@ def create_external(
     **kwargs: Any,
 ) -> nn.Module:
     """Build ``tv:NAME`` / ``timm:NAME`` (``**kwargs`` go to the constructor), put the
-    ``context`` blocks in (:func:`gcnet.models.plugins.apply_context`), load ``pretrained``."""
+    ``context`` blocks in (`gcnet.models.plugins.apply_context`), load ``pretrained``."""
     check_external_name(name)
     lib, _, arch = name.partition(":")
     build = _torchvision if lib == "tv" else _timm

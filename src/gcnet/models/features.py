@@ -1,14 +1,14 @@
 """timm's feature-extraction conventions for gcnet's backbones (our own small code).
 
-- :class:`FeatureInfo`: what each feature map of a backbone is (``num_chs``, ``reduction``
+- `FeatureInfo`: what each feature map of a backbone is (``num_chs``, ``reduction``
   = output stride, ``module`` = the module whose output it is), with timm's accessors
   (``channels()``, ``reduction()``, ``module_name()``, ``get_dicts()``) over the maps a
   model returns (``out_indices``).
-- :func:`take_indices`: timm's ``indices`` argument (``None``: all, an int n: the last n, a
+- `take_indices`: timm's ``indices`` argument (``None``: all, an int n: the last n, a
   sequence: those, negatives counted from the end) as absolute indices.
-- :func:`checkpoint_blocks`: run a stage's residual blocks one by one under
-  :func:`torch.utils.checkpoint.checkpoint` (non-reentrant).
-- :func:`to_features_only`: turn a backbone into its ``features_only`` form in place.
+- `checkpoint_blocks`: run a stage's residual blocks one by one under
+  `torch.utils.checkpoint.checkpoint` (non-reentrant).
+- `to_features_only`: turn a backbone into its ``features_only`` form in place.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def checkpoint_blocks(blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def to_features_only(model: nn.Module, out_indices: Indices = None) -> nn.Module:
     """``model`` (a backbone with ``feature_info`` and ``prune_intermediate_layers``, e.g.
-    :class:`~gcnet.models.resnet.ResNet`) in place as timm's ``features_only`` model: its
+    `ResNet`) in place as timm's ``features_only`` model: its
     forward returns the list of maps at ``out_indices`` (default all), the stages past the
     last one and the classifier are dropped (no state-dict key of a kept module changes),
     and ``feature_info`` describes the returned maps."""

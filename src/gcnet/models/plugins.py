@@ -1,12 +1,12 @@
-"""Put a block of the family into a CNN you already have: :func:`add_context_blocks`.
+"""Put a block of the family into a CNN you already have: `add_context_blocks`.
 
     names = add_context_blocks(model, block="gc", after="layer[234].*.bn3", ratio=1 / 16)
     names = add_context_blocks(model, after="preset:mobilenet:after_1x1:c3-c5")
 
 The output of every module that ``after`` names goes through a new block of the family
-(``gc``, ``snl``, ``se``, ``nl``, built by :func:`gcnet.layers.create_block` with the
+(``gc``, ``snl``, ``se``, ``nl``, built by `gcnet.layers.create_block` with the
 block's own keyword arguments). The matched module is replaced, in its parent, by a
-:class:`ContextPlug` that holds it (``.module``) and the block (``.context_block``):
+`ContextPlug` that holds it (``.module``) and the block (``.context_block``):
 
 - the model's own state-dict keys do not change (the plug saves and loads the wrapped
   module's keys at the module's own name), so pretrained weights load before or after the
@@ -20,7 +20,7 @@ block's own keyword arguments). The matched module is replaced, in its parent, b
   (``named_parameters``) gain the plug's ``.module`` level; state-dict keys do not.
 
 Presets (``after="preset:FAMILY[:POSITION[:STAGES]]"``) name the plug-in points of common
-backbones (:data:`PRESETS`); ``after_1x1`` is the paper's position: after the residual
+backbones (`PRESETS`); ``after_1x1`` is the paper's position: after the residual
 branch's last 1x1 conv + norm, before the residual add.
 """
 
@@ -328,9 +328,9 @@ def add_context_blocks(
 
     Args:
         model: any module; changed in place.
-        block: a :func:`gcnet.layers.create_block` name (``gc``, ``snl``, ``se``, ``nl``).
+        block: a `gcnet.layers.create_block` name (``gc``, ``snl``, ``se``, ``nl``).
         after: an fnmatch glob over the names of ``model.named_modules()``, a preset
-            ``"preset:FAMILY[:POSITION[:STAGES]]"`` (:data:`PRESETS`; position ``after_1x1``
+            ``"preset:FAMILY[:POSITION[:STAGES]]"`` (`PRESETS`; position ``after_1x1``
             or ``after_block``, stages default ``c3-c5``), or a list of them.
         example_input: an input for the one traced forward that finds channel counts a
             module does not state and a preset's stages (default: zeros 1x3x224x224 in the
@@ -470,7 +470,7 @@ def _plug(
     block: str,
     block_kwargs: Mapping[str, Any],
 ) -> tuple[nn.Module, str, str, ContextPlug]:
-    """(the parent, the attribute, ``name``, the :class:`ContextPlug` to put there): a new
+    """(the parent, the attribute, ``name``, the `ContextPlug` to put there): a new
     ``block`` on the device and dtype of the module (or, parameter-free, of ``model``), in
     its training mode."""
     mod = modules[name]
@@ -486,14 +486,14 @@ def _plug(
 
 
 def inserted_blocks(model: nn.Module) -> dict[str, nn.Module]:
-    """Every block :func:`add_context_blocks` put into ``model``, by its module name."""
+    """Every block `add_context_blocks` put into ``model``, by its module name."""
     return {
         f"{n}.context_block": m.context_block for n, m in model.named_modules() if isinstance(m, ContextPlug)
     }
 
 
 def remove_context_blocks(model: nn.Module) -> list[str]:
-    """Undo :func:`add_context_blocks`: every plug is replaced by the module it wraps.
+    """Undo `add_context_blocks`: every plug is replaced by the module it wraps.
     Returns the names of the removed blocks."""
     plugs = [(n, m) for n, m in model.named_modules() if isinstance(m, ContextPlug)]
     modules = dict(model.named_modules())
@@ -508,7 +508,7 @@ def remove_context_blocks(model: nn.Module) -> list[str]:
 
 def check_context_config(context: Any, key: str = "model.context") -> None:
     """Check a ``model.context`` mapping (``{block: gc, after: ..., <block arguments>}``)
-    without a model: the keys, the block's name and arguments; raise :class:`ValueError`."""
+    without a model: the keys, the block's name and arguments; raise `ValueError`."""
     if not isinstance(context, Mapping):
         raise ValueError(
             f"{key} must be a mapping like {{block: gc, after: 'preset:resnet'}}, got {context!r}"
@@ -542,7 +542,7 @@ def check_context_config(context: Any, key: str = "model.context") -> None:
 
 
 def apply_context(model: nn.Module, context: Mapping[str, Any]) -> list[str]:
-    """:func:`add_context_blocks` from a ``model.context`` mapping; an empty one does nothing."""
+    """`add_context_blocks` from a ``model.context`` mapping; an empty one does nothing."""
     check_context_config(context)
     if not context:
         return []

@@ -1,11 +1,11 @@
 """Pretrained configs (timm's ``pretrained_cfg``) and models saved in the Hugging Face layout.
 
-Every model :func:`gcnet.create_model` builds carries ``model.pretrained_cfg``, a
-:class:`PretrainedCfg`: how its input is prepared (mean, std, input size, crop, interpolation),
+Every model `gcnet.create_model` builds carries ``model.pretrained_cfg``, a
+`PretrainedCfg`: how its input is prepared (mean, std, input size, crop, interpolation),
 its classes and task; ImageNet's values and the family's input size unless the model comes from
 a saved folder, whose ``config.json`` holds the values it was trained with.
 
-A saved folder (written by :func:`gcnet.hub.save_pretrained`) holds ``config.json`` (the
+A saved folder (written by `gcnet.hub.save_pretrained`) holds ``config.json`` (the
 registered ``architecture``, its ``model_args``, ``num_classes``, ``classes``, ``task`` and the
 ``pretrained_cfg``) and ``model.safetensors``. ``create_model("local-dir:PATH")`` builds it
 from a folder, ``create_model("hf-hub:ORG/NAME[@REVISION]")`` from a Hugging Face Hub repo
@@ -205,7 +205,7 @@ def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 def build_saved(directory: str, create: Callable[..., nn.Module], conf: Mapping[str, Any] | None = None,
                 source: str | None = None, **overrides: Any) -> nn.Module:  # fmt: skip
     """The model of a saved folder with its weights and ``pretrained_cfg``: ``create``
-    (:func:`gcnet.create_model`) builds ``architecture`` with ``model_args`` and
+    (`gcnet.create_model`) builds ``architecture`` with ``model_args`` and
     ``overrides``."""
     from safetensors.torch import load_file
 

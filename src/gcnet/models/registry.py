@@ -2,7 +2,7 @@
 
 Every name is a ResNet/ResNeXt configuration plus an optional plug-in. Overrides:
 
-- any :class:`~gcnet.models.resnet.ResNet` argument (``num_classes``, ``output_stride``,
+- any `ResNet` argument (``num_classes``, ``output_stride``,
   ``frozen_stages``, ``norm``, ``norm_eval``, ``out_indices``, ``deep_stem``, ...);
 - the plug-in: ``plugin`` (``gc``/``nl``/``snl``/``se``/``None``), ``stages`` (``"c3-c5"``,
   ``("c4",)``), ``position``, ``indices``;
@@ -142,7 +142,7 @@ def list_models(
 ) -> list[str]:
     """The registered names matching ``pattern`` (an fnmatch pattern or a list of them, any
     one matching; ``""`` / ``None``: all) and none of ``exclude``, sorted; ``pretrained``:
-    only those :func:`has_pretrained` (complete downloadable weights) accepts."""
+    only those `has_pretrained` (complete downloadable weights) accepts."""
     names = [*_MODELS, *(n for specs, _ in _FAMILIES.values() for n in specs)]
     include, skip = _patterns(pattern) or ["*"], _patterns(exclude)
     return sorted(
@@ -214,7 +214,7 @@ def resolve_config(
 
 
 def model_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """The resolved ResNet kwargs (with a :class:`PluginSpec`) for ``name`` + overrides."""
+    """The resolved ResNet kwargs (with a `PluginSpec`) for ``name`` + overrides."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}{did_you_mean_model(name)} (see gcnet.list_models())")
     archs = {arch: (base, arch) for arch, base in _ARCHS.items()}
@@ -225,24 +225,24 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
     """Build a registered model.
 
     Args:
-        name: see :func:`list_models`.
+        name: see `list_models`.
         pretrained: ``False``; ``"torchvision"`` (or ``"torchvision:IMAGENET1K_V1"``) for
             torchvision's ImageNet weights in the plain parts, plug-ins fresh; or a local
             checkpoint path (safetensors, or ``.pth``/``.pt`` loaded with ``weights_only``),
             ours or an official GCNet / mmdetection one.
         **overrides: see the module docstring; ``context={"block": "gc", "after": ...}``
-            puts blocks into any model (:func:`gcnet.models.plugins.apply_context`).
+            puts blocks into any model (`gcnet.models.plugins.apply_context`).
 
     ``tv:NAME`` / ``timm:NAME`` build a torchvision / timm model
-    (:mod:`gcnet.models.external`).
+    (`gcnet.models.external`).
 
     ``features_only=True`` (a ResNet / ResNeXt / video backbone): timm's feature extractor,
     the same module whose forward returns the maps at ``out_indices`` (timm's: 0 the stem,
     1..4 c2..c5; default all five), its ``feature_info`` describing them
-    (:func:`gcnet.models.features.to_features_only`).
+    (`gcnet.models.features.to_features_only`).
 
     ``hf-hub:ORG/NAME`` / ``local-dir:PATH``: a model saved by ``gcnet.hub.save_pretrained``,
-    with its weights (:mod:`gcnet.models.pretrained`). Every model carries
+    with its weights (`gcnet.models.pretrained`). Every model carries
     ``model.pretrained_cfg`` (its preprocessing, classes, task) and ``model.model_args``.
     """
     if is_saved_model(name):

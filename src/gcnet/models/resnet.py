@@ -1,7 +1,7 @@
 """ResNet / ResNeXt (torchvision's architecture and state-dict keys) with pluggable context
 blocks, dilation, a deep-stem variant (ResNet-V1c), frozen stages and multi-scale outputs.
 
-The plug-in (:class:`PluginSpec`) puts one block of the family (``gc``, ``nl``, ``snl``,
+The plug-in (`PluginSpec`) puts one block of the family (``gc``, ``nl``, ``snl``,
 ``se``) into chosen residual blocks of chosen stages (c2..c5), at one position:
 
 - ``after_1x1``: after the last conv + norm, before the residual add (official default);
@@ -40,7 +40,7 @@ class PluginSpec:
     """Which block goes where.
 
     Args:
-        block: a :func:`gcnet.layers.create_block` name (``gc``, ``nl``, ``snl``, ``se``).
+        block: a `gcnet.layers.create_block` name (``gc``, ``nl``, ``snl``, ``se``).
         kwargs: the block's keyword arguments (e.g. ``ratio``, ``pooling``, ``fusion``).
         stages: stage names among c2..c5 (default c3-c5, as in the paper).
         position: ``after_1x1`` (default), ``after_3x3`` or ``after_add``.
@@ -230,7 +230,7 @@ class ResNet(nn.Module):
     """ResNet / ResNeXt backbone and classifier, with timm's model API: ``feature_info``,
     ``forward_features`` (the unpooled c5 map), ``forward_head(x, pre_logits)``,
     ``forward_intermediates``, ``prune_intermediate_layers``, ``set_grad_checkpointing``
-    and the ``features_only`` form (:func:`gcnet.models.features.to_features_only`).
+    and the ``features_only`` form (`gcnet.models.features.to_features_only`).
 
     Args:
         block: the residual block type (torchvision's ``BasicBlock`` / ``Bottleneck``).
@@ -245,7 +245,7 @@ class ResNet(nn.Module):
             (its D8/D16 ResNetV1c). False dilates every block of the stage alike (mmseg's
             ``ResNet`` default, ``contract_dilation=False``).
         deep_stem: three 3x3 convs (ResNet-V1c, mmsegmentation's ``stem.*`` keys).
-        plugin: a :class:`PluginSpec` (or ``None`` for the plain network).
+        plugin: a `PluginSpec` (or ``None`` for the plain network).
         norm: ``bn``, ``frozen_bn`` or ``syncbn``.
         frozen_stages: -1 none; 0 the stem; k the stem and c2..c(k+1) (mmdet semantics):
             no gradients and BatchNorm kept in eval mode.
@@ -439,7 +439,7 @@ class ResNet(nn.Module):
 
     def _stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Stage ``layer{index}``, each residual block checkpointed when
-        :meth:`set_grad_checkpointing` is on and autograd records."""
+        `set_grad_checkpointing` is on and autograd records."""
         layer = getattr(self, f"layer{index}")
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint_blocks(layer, x)
@@ -522,7 +522,7 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint every residual block (:func:`torch.utils.checkpoint.checkpoint`, non
+        """Checkpoint every residual block (`torch.utils.checkpoint.checkpoint`, non
         reentrant) whenever autograd records: activations inside a block are recomputed in
         backward instead of kept. BatchNorm in train mode then updates its running statistics
         twice per step (forward and recomputation)."""

@@ -1,26 +1,26 @@
 """Semantic segmentation: dilated ResNet backbones with FCN / GCNet / Non-local decode heads
 (mmsegmentation's layout), and the seed document's GCNet segmentation network.
 
-- :class:`FCNHead`: ``num_convs`` 3x3 conv+BN+ReLU, optionally concatenated with the head
+- `FCNHead`: ``num_convs`` 3x3 conv+BN+ReLU, optionally concatenated with the head
   input and fused by one more 3x3 conv, dropout, 1x1 classifier. With ``context`` set it
   is mmsegmentation's ``GCHead`` (a GC block, ratio 1/4, att, add) or ``NLHead`` (an
   embedded-Gaussian Non-local block) between its first and second conv.
-- :class:`EncoderDecoder`: backbone -> decode head (on c5) [+ auxiliary FCN head on c4]; the
+- `EncoderDecoder`: backbone -> decode head (on c5) [+ auxiliary FCN head on c4]; the
   logits are resized to the input with bilinear interpolation (align_corners=False). In
   training mode with an auxiliary head ``forward`` returns ``{"out": ..., "aux": ...}``;
   otherwise the main logits tensor.
-- :class:`TinyBackbone`: a small stride-4 ResNet (two strided 3x3 convs, two of gcnet's
+- `TinyBackbone`: a small stride-4 ResNet (two strided 3x3 convs, two of gcnet's
   ``BasicBlock``), the backbone of the ``*_tiny_s4`` models of ``gcnet demo``: its receptive
   field is small enough (at most 32 px from a pixel through an FCN head) that a far-away
   cue is out of its sight.
-- :class:`SeedGCNet`: dilated ResNet-50 (output stride 8) -> GC(2048, r16) on c5 ->
+- `SeedGCNet`: dilated ResNet-50 (output stride 8) -> GC(2048, r16) on c5 ->
   3x3 conv 2048->512 + BN + ReLU -> bilinear upsampling (align_corners=True) -> 3x3
   classifier. The seed upsamples by x8; we upsample to the input size, which is the same
   for sizes that are multiples of 8 and right for the others.
 
 Key names follow mmsegmentation (``decode_head.convs.0.conv.weight``, ``conv_seg``,
 ``auxiliary_head``) except that the head's block lives at ``decode_head.context_block``
-(mmseg: ``gc_block`` / ``nl_block``; :func:`gcnet.convert.segmentor_from_mmseg` maps them).
+(mmseg: ``gc_block`` / ``nl_block``; `gcnet.convert.segmentor_from_mmseg` maps them).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class FCNHead(nn.Module):
         dropout: Dropout2d before the classifier.
         context: ``none``, ``gc`` (GC block with ``ratio``, ``pooling``, ``fusion``), ``nl``
             (embedded Gaussian, reduction 2, scaled; ``sub_sample`` as
-            :class:`~gcnet.layers.NonLocalBlock`'s), ``se`` (SE with ``ratio``) or ``snl``.
+            `NonLocalBlock`'s), ``se`` (SE with ``ratio``) or ``snl``.
         in_index: which backbone output (``forward_stages`` list index) the head reads.
     """
 
@@ -165,9 +165,9 @@ class EncoderDecoder(nn.Module):
     """backbone -> decode head (+ auxiliary head), logits resized to the input size.
 
     Args:
-        backbone: a :class:`~gcnet.models.resnet.ResNet` with ``out_indices`` covering the
+        backbone: a `ResNet` with ``out_indices`` covering the
             heads' ``in_index`` (c4 and c5: ``out_indices=(2, 3)``, heads read -2 / -1).
-        decode_head, auxiliary_head: :class:`FCNHead` modules (auxiliary optional).
+        decode_head, auxiliary_head: `FCNHead` modules (auxiliary optional).
         align_corners: of the final bilinear resize (mmseg's GCNet configs: False).
     """
 
@@ -205,12 +205,12 @@ class EncoderDecoder(nn.Module):
 
 class TinyBackbone(nn.Module):
     """A small stride-4 ResNet for CPU demos: 3x3 conv (stride 2, ``width // 2``) + BN + ReLU,
-    3x3 conv (stride 2, ``width``) + BN + ReLU, ``blocks`` x gcnet's :class:`BasicBlock`.
+    3x3 conv (stride 2, ``width``) + BN + ReLU, ``blocks`` x gcnet's `BasicBlock`.
 
     Its theoretical receptive field is 7 + 16 * ``blocks`` pixels wide (39 for the default 2
     blocks); an FCN head's two 3x3 convs at stride 4 and the x4 bilinear upsampling widen it:
     an output pixel of ``fcn_tiny_s4`` depends on input pixels at most 32 px away in y and x
-    (:func:`gcnet.tools.receptive_field.receptive_field_halfwidth`). ``forward_stages``
+    (`gcnet.tools.receptive_field.receptive_field_halfwidth`). ``forward_stages``
     returns ``[c2]`` (one map, stride 4), like a ResNet's with ``out_indices=(0,)``;
     ``forward_features`` that map, ``feature_info`` describes it.
     """
@@ -324,20 +324,20 @@ _HEAD_BLOCK_OPTIONS = {"ratio": ("gc", "se"), "pooling": ("gc",), "fusion": ("gc
 
 
 def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> nn.Module:
-    """Build a registered segmentation model (see :data:`SEGMENTORS`).
+    """Build a registered segmentation model (see `SEGMENTORS`).
 
     Overrides: ``num_classes`` (19), ``output_stride`` (8/16), ``norm`` (``bn``/``syncbn``),
     ``aux`` (auxiliary FCN head on c4, default on), ``channels``/``aux_channels``, ``dropout``
     (0.1), the head's GC block ``ratio`` (1/4; seed model 1/16), ``pooling``, ``fusion``,
     ``align_corners``, ``backbone`` (another ResNet name, e.g. ``gc_resnet50_v1c`` for GC in
-    the backbone too) and ``backbone_kwargs`` (passed to :func:`gcnet.create_model`).
+    the backbone too) and ``backbone_kwargs`` (passed to `gcnet.create_model`).
 
-    ``pretrained`` (:class:`SegWeights` names its cases): ``False``; ``True`` /
+    ``pretrained`` (`SegWeights` names its cases): ``False``; ``True`` /
     ``"torchvision[:NAME]"`` (ImageNet weights for torchvision-stem backbones);
     ``"openmmlab"`` (open-mmlab's ImageNet ResNet-V1c weights for the deep-stem backbones,
     downloaded once, as mmseg's recipes start from); a backbone checkpoint path (torchvision /
     mmcv ``resnet50_v1c`` / ours); or a whole-segmentor checkpoint (ours, or mmsegmentation's,
-    converted by :func:`gcnet.convert.segmentor_from_mmseg`).
+    converted by `gcnet.convert.segmentor_from_mmseg`).
     """
     spec = _segmentor_spec(name, overrides)
     backbone, c4, c5 = _segmentor_backbone(name, spec, overrides)
@@ -381,8 +381,8 @@ def _segmentor_spec(name: str, overrides: dict) -> dict:
 
 
 def _segmentor_backbone(name: str, spec: dict, overrides: dict) -> tuple[nn.Module, int, int]:
-    """(the backbone, the channels of c4, of c5): a :class:`TinyBackbone` (c4 = c5: its one
-    map) or a dilated ResNet of :func:`gcnet.create_model`."""
+    """(the backbone, the channels of c4, of c5): a `TinyBackbone` (c4 = c5: its one
+    map) or a dilated ResNet of `gcnet.create_model`."""
     norm = spec.get("norm", "bn")
     bb_kwargs = dict(overrides.get("backbone_kwargs") or {})
     if spec["backbone"] == "tiny":
@@ -405,8 +405,8 @@ def _segmentor_backbone(name: str, spec: dict, overrides: dict) -> tuple[nn.Modu
 
 
 def _segmentor_heads(spec: dict, backbone: nn.Module, c4: int, c5: int) -> nn.Module:
-    """``backbone`` under the heads of ``spec``: :class:`SeedGCNet`'s, or an
-    :class:`EncoderDecoder` with an :class:`FCNHead` decode head (its block: ``spec["head"]``)
+    """``backbone`` under the heads of ``spec``: `SeedGCNet`'s, or an
+    `EncoderDecoder` with an `FCNHead` decode head (its block: ``spec["head"]``)
     on c5 and, unless ``aux`` is off, an auxiliary FCN head on c4."""
     num_classes = spec["num_classes"]
     if spec["head"] == "seed":
@@ -430,7 +430,7 @@ def _segmentor_heads(spec: dict, backbone: nn.Module, c4: int, c5: int) -> nn.Mo
 
 
 class SegWeights(enum.Enum):
-    """What ``create_segmentor(pretrained=...)`` loads (:func:`resolve_seg_weights`)."""
+    """What ``create_segmentor(pretrained=...)`` loads (`resolve_seg_weights`)."""
 
     NONE = "no weights"
     TORCHVISION = "torchvision's ImageNet weights, into the backbone"
@@ -443,13 +443,13 @@ class SegWeights(enum.Enum):
 def resolve_seg_weights(pretrained: bool | str) -> tuple[SegWeights, dict[str, torch.Tensor] | None]:
     """The case ``pretrained`` names, with the state dict to load for a whole segmentor:
 
-    - :attr:`~SegWeights.NONE`: ``False`` (or any false value);
-    - :attr:`~SegWeights.TORCHVISION`: ``True``, ``"torchvision"`` or ``"torchvision:NAME"``;
-    - :attr:`~SegWeights.OPENMMLAB`: ``"openmmlab"``;
-    - another string is a checkpoint path (read here): :attr:`~SegWeights.SEGMENTOR_FILE`
-      when it holds decode-head keys, :attr:`~SegWeights.MMSEG_FILE` when those are
+    - `NONE`: ``False`` (or any false value);
+    - `TORCHVISION`: ``True``, ``"torchvision"`` or ``"torchvision:NAME"``;
+    - `OPENMMLAB`: ``"openmmlab"``;
+    - another string is a checkpoint path (read here): `SEGMENTOR_FILE`
+      when it holds decode-head keys, `MMSEG_FILE` when those are
       mmsegmentation's (``gc_block`` / ``nl_block``; converted), else
-      :attr:`~SegWeights.BACKBONE_FILE`.
+      `BACKBONE_FILE`.
 
     Anything else raises a one-line ValueError."""
     if not pretrained:
@@ -470,7 +470,7 @@ def resolve_seg_weights(pretrained: bool | str) -> tuple[SegWeights, dict[str, t
 
 
 def _load_openmmlab(backbone: nn.Module) -> None:
-    """open-mmlab's ImageNet weights (:data:`OPENMMLAB_V1C`) for the arch of ``backbone``."""
+    """open-mmlab's ImageNet weights (`OPENMMLAB_V1C`) for the arch of ``backbone``."""
     arch = backbone.arch
     if arch not in OPENMMLAB_V1C:
         raise ValueError(f"no open-mmlab weights for {arch!r}; expected one of {sorted(OPENMMLAB_V1C)}")

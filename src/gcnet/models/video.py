@@ -15,13 +15,13 @@ second stays 1x3x3, the BasicBlock analogue of the bottleneck's 3x1x1 first conv
 mmaction2's ``BasicBlock3d`` with ``inflate`` makes both convs 3x3x3: pass
 ``basic_temporal="both"`` for that layout.
 
-The network *is* :class:`~gcnet.models.resnet.ResNet`: it is built by the 2D code (blocks,
+The network *is* `ResNet`: it is built by the 2D code (blocks,
 plug-in placement, freezing, ``context_blocks``, timm's model API: ``feature_info``,
 ``forward_intermediates``, ``forward_features`` / ``forward_head``,
 ``set_grad_checkpointing``, ``features_only``) and its convs, norms and pools are then
 swapped for their 3D counterparts under the same names. So the state-dict keys are
 torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``) and
-2D weights map key by key (:func:`inflate_state_dict`). The plug-in blocks are
+2D weights map key by key (`inflate_state_dict`). The plug-in blocks are
 the 2D ones, untouched: they pool over all T*H*W positions (their 1x1 convs are stored as
 ``Conv2d`` weights and applied to the pooled / flattened tensor).
 
@@ -47,8 +47,8 @@ block's ``ratio`` / ``pooling`` / ``fusion`` / ``mode`` / ``sub_sample`` ..., ``
 
 ``pretrained=``: ``"torchvision"`` / ``"torchvision:NAME"`` (the 2D arch's ImageNet weights),
 or a checkpoint path: a 2D one (ours, safetensors or ``.pth``; an official GCNet /
-mmdetection backbone through :func:`gcnet.convert.resnet_from_mmdet`) is inflated, a 3D one
-of ours loads as is. The loading rules are :func:`gcnet.models.weights.load_state_dict_checked`'s.
+mmdetection backbone through `gcnet.convert.resnet_from_mmdet`) is inflated, a 3D one
+of ours loads as is. The loading rules are `gcnet.models.weights.load_state_dict_checked`'s.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ BASIC_TEMPORAL = ("conv1", "both")
 
 
 class VideoPluginSpec(PluginSpec):
-    """:class:`~gcnet.models.resnet.PluginSpec` that also accepts ``position="after_block"``
+    """`PluginSpec` that also accepts ``position="after_block"``
     (after the residual block's final ReLU: mmaction2's non-local position)."""
 
     def __post_init__(self) -> None:
@@ -124,11 +124,11 @@ class _AfterBlock:
 
 
 class BasicBlock3d(_AfterBlock, BasicBlock):
-    """:class:`~gcnet.models.resnet.BasicBlock` (3D once :class:`ResNet3d` swaps its convs)."""
+    """`BasicBlock` (3D once `ResNet3d` swaps its convs)."""
 
 
 class Bottleneck3d(_AfterBlock, Bottleneck):
-    """:class:`~gcnet.models.resnet.Bottleneck` (3D once :class:`ResNet3d` swaps its convs)."""
+    """`Bottleneck` (3D once `ResNet3d` swaps its convs)."""
 
 
 class FrozenBatchNorm3d(FrozenBatchNorm2d):
@@ -170,9 +170,9 @@ def _norm3d(norm: nn.Module) -> nn.Module:
 
 
 class ResNet3d(ResNet):
-    """Slow-only 3D ResNet: the 2D :class:`~gcnet.models.resnet.ResNet` with 3D convs.
+    """Slow-only 3D ResNet: the 2D `ResNet` with 3D convs.
 
-    Args (the 2D ones, see :class:`~gcnet.models.resnet.ResNet`, plus):
+    Args (the 2D ones, see `ResNet`, plus):
         num_classes: 400 by default (Kinetics-400); 0 drops ``fc``.
         dropout: dropout before ``fc`` (0.5, SlowFast / mmaction2).
         temporal_stages: the stages whose residual blocks get a temporal first conv
@@ -180,7 +180,7 @@ class ResNet3d(ResNet):
         temporal_kernel: its temporal taps (3; odd, padded by ``temporal_kernel // 2``).
         basic_temporal: BasicBlocks only: ``"conv1"`` (the first conv 3x3x3, the second
             1x3x3) or ``"both"`` (both 3x3x3, mmaction2's ``BasicBlock3d`` with inflate).
-        plugin: a :class:`VideoPluginSpec` (or a 2D :class:`PluginSpec`); ``after_block``
+        plugin: a `VideoPluginSpec` (or a 2D `PluginSpec`); ``after_block``
             puts the block after the residual block's ReLU.
 
     Input (N, C, T, H, W); ``forward_stages`` returns the (N, C_i, T, H_i, W_i) maps of
@@ -333,7 +333,7 @@ _NET_PARAMS = set(inspect.signature(ResNet3d).parameters) - {"block", "layers", 
 
 
 def video_model_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """The resolved :class:`ResNet3d` kwargs (with a :class:`VideoPluginSpec`) for ``name``
+    """The resolved `ResNet3d` kwargs (with a `VideoPluginSpec`) for ``name``
     and overrides, plus ``_arch`` (the 2D arch of its weights)."""
     if name not in VIDEO_MODELS:
         near = difflib.get_close_matches(name, list(VIDEO_MODELS), n=3)
@@ -347,7 +347,7 @@ def video_model_config(name: str, **overrides: Any) -> dict[str, Any]:
 
 
 def create_video_model(name: str, pretrained: bool | str = False, **overrides: Any) -> ResNet3d:
-    """Build a registered video model (:data:`VIDEO_MODELS`); see the module docstring for
+    """Build a registered video model (`VIDEO_MODELS`); see the module docstring for
     the overrides and ``pretrained`` (2D weights are inflated, 3D ones load as they are)."""
     cfg = video_model_config(name, **overrides)
     arch2d = cfg.pop("_arch")
@@ -368,7 +368,7 @@ def inflate_state_dict(
     weight stored 5-D by another library is squeezed to our 4-D (Conv2d) layout.
 
     Keys the model lacks, and a classifier of another size, are left for
-    :func:`~gcnet.models.weights.load_state_dict_checked` to judge; any other shape that does
+    `load_state_dict_checked` to judge; any other shape that does
     not inflate raises a one-line ValueError naming the key."""
     own = model.state_dict()
     out: dict[str, torch.Tensor] = {}
@@ -392,7 +392,7 @@ def inflate_state_dict(
 
 
 def load_video_pretrained(model: ResNet3d, source: str | bool, arch: str) -> None:
-    """Load ``source`` into a :class:`ResNet3d`: ``True`` / ``"torchvision[:NAME]"``
+    """Load ``source`` into a `ResNet3d`: ``True`` / ``"torchvision[:NAME]"``
     (torchvision's ImageNet weights of the 2D ``arch``) or a checkpoint path (2D or 3D; an
     official GCNet / mmdetection backbone converted first), 2D kernels inflated."""
     if source is True or (isinstance(source, str) and source.startswith("torchvision")):

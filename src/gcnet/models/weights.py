@@ -4,7 +4,7 @@ Loading never silently half-succeeds: plug-in blocks may be absent from a *plain
 (they stay freshly initialised, exactly the identity for add-fused blocks) and a classifier
 with another number of classes is skipped, with a one-line ``UserWarning`` (fine-tuning; a
 backbone without a classifier skips it quietly); any other missing, unexpected or mis-shaped
-key raises a :class:`ValueError` that lists them.
+key raises a `ValueError` that lists them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _T = TypeVar("_T")
 
 def download_weights(fetch: Callable[[], _T], what: str, url: str) -> _T:
     """``fetch()`` (a weights download); a network failure (offline, DNS, refused or reset
-    connection, timeout, HTTP error) becomes a one-line :class:`ValueError` naming the
+    connection, timeout, HTTP error) becomes a one-line `ValueError` naming the
     weights and the URL and saying how to go on without them."""
     try:
         return fetch()

@@ -1,8 +1,8 @@
 """The tasks: one module each (classification, segmentation, detection, video), each a
-:class:`~gcnet.tasks.base.Task` that the task-agnostic engine and CLI call.
+`Task` that the task-agnostic engine and CLI call.
 
 ``get_task(cfg["task"])`` is the only lookup; adding a task means a new module here and
-one line in :data:`TASKS` (see ``docs/architecture.md``).
+one line in `TASKS` (see ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ for _task in TASKS.values():  # the config layer calls a task's checks by its na
 
 
 def get_task(name: str) -> Task:
-    """The task called ``name``; an unknown name is a :class:`ConfigError` listing the tasks."""
+    """The task called ``name``; an unknown name is a `ConfigError` listing the tasks."""
     try:
         return TASKS[name]
     except (KeyError, TypeError):

@@ -1,6 +1,6 @@
 """Image classification: the embedded synthetic set, ImageFolder trees and CIFAR; cross-entropy
 (label smoothing, MixUp / CutMix); top-1 / top-5, per-class accuracy and the confusion
-matrix (:class:`ClassScores`, reduced across DDP ranks); top-k prediction on image files."""
+matrix (`ClassScores`, reduced across DDP ranks); top-k prediction on image files."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ __all__ = ["ClassScores", "ClassificationTask", "evaluate_classification"]
 
 class ClassScores:
     """Top-k hits and the confusion matrix of ``(scores (B, K), targets (B,))`` batches,
-    summed across DDP ranks by :meth:`compute`. Per-class accuracy is the recall of each class
+    summed across DDP ranks by `compute`. Per-class accuracy is the recall of each class
     (0 for a class with no samples, as torchmetrics' ``MulticlassAccuracy(average=None)``);
     the mean class accuracy averages it over the classes that have samples (mmaction2's
     ``mean_class_accuracy``). The prediction of a row is its top-1 index.

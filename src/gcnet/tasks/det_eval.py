@@ -82,7 +82,7 @@ def evaluate_detection(
     out_dir: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """COCO AP of ``model`` on ``loader`` (its dataset a :class:`~gcnet.data.coco.CocoDetection`).
+    """COCO AP of ``model`` on ``loader`` (its dataset a `CocoDetection`).
     Returns ``bbox_AP``, ``bbox_AP50``, ... (and ``segm_*`` for Mask R-CNN), in %."""
     import torch.distributed as dist
 

@@ -1,6 +1,6 @@
 """Object detection and instance segmentation: torchvision's Mask R-CNN / Faster R-CNN on
 GC-ResNet-FPN, COCO data (and the synthetic COCO set) with aspect-ratio batches, the
-detector's own losses, pycocotools bbox / segm AP (:mod:`gcnet.tasks.det_eval`), and boxes
+detector's own losses, pycocotools bbox / segm AP (`gcnet.tasks.det_eval`), and boxes
 and masks drawn on image files."""
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def evaluate_segmentation(
     ignore_index: int = 255,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """mIoU etc. (see :func:`metrics_from_confusion`) and the mean per-pixel NLL of the
+    """mIoU etc. (see `metrics_from_confusion`) and the mean per-pixel NLL of the
     predicted probabilities, over every batch of ``loader``; reduced across ranks."""
     e = dict(eval_cfg or {})
     kw = dict(mode=e.get("mode", "whole"), crop_size=e.get("crop_size"), stride=e.get("stride"),

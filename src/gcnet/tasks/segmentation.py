@@ -1,7 +1,7 @@
 """Semantic segmentation: Cityscapes / VOC / ADE20K readers and the synthetic cue set with
 mmseg's joint transforms; cross-entropy with ignore index 255 on the main logits plus
 ``train.aux_loss_weight`` x the auxiliary head's; mIoU / mAcc / aAcc with whole-image or
-sliding-window, multi-scale and flip inference (:mod:`gcnet.tasks.seg_eval`); colour-coded
+sliding-window, multi-scale and flip inference (`gcnet.tasks.seg_eval`); colour-coded
 masks for image files."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Video action recognition (Kinetics-style): slow-only 3D ResNets with GC / NL / SNL blocks
-on clips decoded with PyAV (:mod:`gcnet.data.video`); cross-entropy on clips; clip-level and
+on clips decoded with PyAV (`gcnet.data.video`); cross-entropy on clips; clip-level and
 video-level (``num_clips`` x ``num_crops`` views, softmax averaged per video) top-1 / top-5,
 mean class accuracy, per-class accuracy and the confusion matrix
-(:class:`~gcnet.tasks.classification.ClassScores`, reduced across DDP ranks); top-k
+(`ClassScores`, reduced across DDP ranks); top-k
 prediction on video files.
 
 Training validates on ``data.video.val_clips`` x ``val_crops`` views per video (1 x 1: one
@@ -46,7 +46,7 @@ VIDEO_DATASETS = ("synthetic_video", "video_list", "video_folder", "kinetics", "
 
 @dataclass
 class VideoDataConfig:
-    """``data.video``: clips decoded with PyAV (:mod:`gcnet.data.video`)."""
+    """``data.video``: clips decoded with PyAV (`gcnet.data.video`)."""
 
     train_list: str | None = None  # list / CSV file (relative to data.root); None: the format's default
     val_list: str | None = None
@@ -69,7 +69,7 @@ register_section("data.video", VideoDataConfig, "video")
 
 
 def video_data_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat data dict :func:`gcnet.data.video.build_video_dataset` reads: ``data`` with
+    """The flat data dict `gcnet.data.video.build_video_dataset` reads: ``data`` with
     ``data.video``'s keys at its top level, and the synthetic set's default folder
     (``<output.dir>/data``) when ``data.root`` is not given."""
     d = dict(cfg["data"])

@@ -1,9 +1,9 @@
 """See what the model sees: capture every context block's attention, and the paper's
 cosine-distance analysis of query (in)dependence.
 
-:class:`AttentionRecorder` hooks every :class:`~gcnet.layers.GlobalContextBlock` with
+`AttentionRecorder` hooks every `GlobalContextBlock` with
 attention pooling (GC, SNL: one map per image) and every
-:class:`~gcnet.layers.NonLocalBlock` (one map per query position) in any model built from
+`NonLocalBlock` (one map per query position) in any model built from
 gcnet's blocks, and records, per block, its input, the term it adds (output - input, i.e.
 the block's output before fusion with x for add fusion) and its attention. The hooks only
 read: the model's output is unchanged.

@@ -22,7 +22,7 @@ NEAR_ZERO_DISTANCE = 1e-4
 def closeness(inputs: float, attention: float) -> str:
     """How much closer to each other the attention maps of the query positions are than the
     block's inputs, in words: '20.1x closer', or, where the attention distance is ~0 (below
-    :data:`NEAR_ZERO_DISTANCE`), no ratio but both distances ('the same map up to ...')."""
+    `NEAR_ZERO_DISTANCE`), no ratio but both distances ('the same map up to ...')."""
     if attention < NEAR_ZERO_DISTANCE:
         return (
             f"the same map up to float rounding (distance {attention:.1e} against the inputs' "

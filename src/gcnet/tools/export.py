@@ -1,6 +1,6 @@
 """Export to ONNX or TorchScript (trace), with a parity check against eager built in.
 
-ONNX: ``torch.onnx.export(..., dynamo=True)`` with ``dynamic_shapes`` (:class:`torch.export.Dim`)
+ONNX: ``torch.onnx.export(..., dynamo=True)`` with ``dynamic_shapes`` (`torch.export.Dim`)
 for the models that return a tensor (classification, segmentation, video): the batch and
 every spatial axis (height, width; a clip's time too) are symbolic in the file unless
 ``static``. A detector (a model that returns one dict of boxes / labels / scores [/ masks]
@@ -13,7 +13,7 @@ axes, and what the caller adds: model name, task, class names, mean / std); a To
 file carries the same as the extra file ``gcnet_metadata.json``. The exported file is run
 (onnxruntime / ``torch.jit.load``) and compared with the eager model at two batch sizes
 and two input sizes where those axes are dynamic (else at the export shape). Files are
-written atomically (:func:`gcnet.fileio.atomic_write`)."""
+written atomically (`gcnet.fileio.atomic_write`)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def _parity(
 ) -> tuple[list[tuple[tuple[int, ...], float | None]], bool]:
     """([(shape, max abs difference, or None where the file did not run or the outputs' shapes
     differ)], whether every difference is within ``tolerance``) of the exported file's ``run``
-    against ``model`` at :func:`parity_shapes`."""
+    against ``model`` at `parity_shapes`."""
     checks = []
     ok = True
     for shape in parity_shapes(input_shape, dynamic):

@@ -1,7 +1,7 @@
 """The paper's ablation tables (Cao et al. 2019, arXiv v1: ImageNet ResNet-50 and COCO Mask
 R-CNN R50-FPN 1x) with our params and FLOPs beside the published ones, and our latency.
 
-Every row is built through the public API (:func:`gcnet.create_model`), so each is a
+Every row is built through the public API (`gcnet.create_model`), so each is a
 configuration a user can train. Params and FLOPs are counted on the ``meta`` device (no
 weights, no compute); FLOPs are multiply-adds, the paper's unit. Latency: batch 1, float32,
 this machine's CPU, one thread, all rows of a table timed round-robin (the median over the

@@ -1,7 +1,7 @@
 """Small, dependency-free measurement helpers used by the benchmarks and `gcnet info`.
 
-- :func:`median_time` times a callable (warm-up, then the median of repeats), in ms.
-- :class:`MemoryTracker` counts the bytes of every tensor created while it is active (forward
+- `median_time` times a callable (warm-up, then the median of repeats), in ms.
+- `MemoryTracker` counts the bytes of every tensor created while it is active (forward
   and backward alike) and reports the peak of the live total: exact for tensors, device
   independent, so CPU peak memory can be compared between implementations.
 """
@@ -39,7 +39,7 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_":
 
 
 def raise_malloc_thresholds() -> None:
-    """Re-run this script (``os.execve``, same arguments) with :data:`MALLOC_ENV` set unless
+    """Re-run this script (``os.execve``, same arguments) with `MALLOC_ENV` set unless
     it is already; glibc reads those variables only at process start."""
     import os
     import sys
@@ -99,7 +99,7 @@ def round_robin(
 def compare_times(
     fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2
 ) -> dict[str, float]:
-    """Median ms of each callable, timed round-robin (:func:`round_robin`)."""
+    """Median ms of each callable, timed round-robin (`round_robin`)."""
     return {k: median(v) for k, v in round_robin(fns, repeats, warmup).items()}
 
 
@@ -172,7 +172,7 @@ def load_baseline_module(path: str, relpath: str = "src/gcnet/layers/context.py"
 
 def load_baseline_block(path: str) -> type:
     """``GlobalContextBlock`` from a copy of ``gcnet/layers/context.py`` (a file, or ``git:REV``
-    for that commit's: :func:`load_baseline_module`)."""
+    for that commit's: `load_baseline_module`)."""
     return load_baseline_module(path).GlobalContextBlock
 
 

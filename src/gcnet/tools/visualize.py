@@ -104,7 +104,7 @@ def _colorbar(fig, axes, label: str = "attention, each map\nscaled to its min..m
 
 
 def _split_shown(image) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """``(image, model input (H, W) or None)``: :meth:`Task.analysis_inputs` may pair an image
+    """``(image, model input (H, W) or None)``: `Task.analysis_inputs` may pair an image
     with the padded input it was batched in."""
     if isinstance(image, tuple):
         return image[0], (tuple(int(v) for v in image[1]) if image[1] is not None else None)
@@ -430,7 +430,7 @@ def draw_detections(image: np.ndarray, boxes, names: list[str], class_ids: list[
                     width: int = 2, font_size: int = 12) -> np.ndarray:  # fmt: skip
     """``image`` (H, W, 3) uint8 with each box drawn and labelled ('cat 0.91') on a filled
     background in the box's colour (one colour per class id), the labels placed so that they
-    do not overlap each other (:func:`place_labels`). Returns a new array."""
+    do not overlap each other (`place_labels`). Returns a new array."""
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(np.ascontiguousarray(image))

@@ -1,12 +1,12 @@
 """The optional dependencies (pyproject's extras), imported where a feature uses them.
 
-``require("av", "video decoding")`` returns the module, or raises :class:`MissingExtraError`
+``require("av", "video decoding")`` returns the module, or raises `MissingExtraError`
 whose message is the one line to act on::
 
     video decoding needs PyAV: pip install 'gcnet[video]'
 
 The command line prints it as ``gcnet <command>: error: ...`` (exit 2). Nothing here is
-imported by ``import gcnet``; every feature calls :func:`require` at the point of use, so a
+imported by ``import gcnet``; every feature calls `require` at the point of use, so a
 core install (torch, torchvision, numpy, pyyaml, safetensors, tqdm, pillow) trains and
 evaluates classification and segmentation models without any extra.
 """
@@ -40,8 +40,8 @@ def require(
     module: str, feature: str, extra: str | None = None, alternative: str | None = None
 ) -> ModuleType:
     """``module`` imported (``"matplotlib.pyplot"``, ``"pycocotools.cocoeval"``), or a
-    :class:`MissingExtraError` saying that ``feature`` needs it and which extra installs it
-    (``extra``: default from :data:`EXTRAS` by the top-level name); ``alternative``: another
+    `MissingExtraError` saying that ``feature`` needs it and which extra installs it
+    (``extra``: default from `EXTRAS` by the top-level name); ``alternative``: another
     way out, appended as ``", or ..."`` (``"--set output.plot=false"``)."""
     try:
         return importlib.import_module(module)

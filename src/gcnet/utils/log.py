@@ -1,10 +1,10 @@
 """gcnet's messages: the ``gcnet`` logger hierarchy (``gcnet.engine.trainer``, ...).
 
 What the engine says (the epoch lines, ``resumed from ...``, warnings) goes through
-:func:`get_logger` as plain messages: no time stamps, no level names (the texts say
+`get_logger` as plain messages: no time stamps, no level names (the texts say
 ``warning:`` where they always did).
 
-- The command line calls :func:`setup_logging` once (``--quiet``: warnings and errors,
+- The command line calls `setup_logging` once (``--quiet``: warnings and errors,
   ``--verbose`` / ``--debug``: debug): gcnet's console handler on the ``gcnet`` logger
   writes each message to the *current* ``sys.stdout`` (``contextlib.redirect_stdout`` and
   pytest's ``capsys`` see it), errors to ``sys.stderr``.
@@ -12,13 +12,13 @@ What the engine says (the epoch lines, ``resumed from ...``, warnings) goes thro
   ``--verbose``), each line prefixed ``[rank N]``; the rank is read when a message is
   written: the process group's, else torchrun's ``RANK`` variable.
 - As a library, gcnet configures nothing when imported: the ``gcnet`` logger holds a
-  :class:`logging.NullHandler` and the root logger is never touched. The first message of
+  `logging.NullHandler` and the root logger is never touched. The first message of
   a gcnet logger installs gcnet's console (level INFO) on the ``gcnet`` logger only if that
   logger has no handler of its own, so a script calling ``gcnet.engine.train`` prints its
-  epoch lines as it always has (as :func:`logging.info` calls :func:`logging.basicConfig`).
+  epoch lines as it always has (as `logging.info` calls `logging.basicConfig`).
   An application that wants gcnet's records elsewhere gives the ``gcnet`` logger a handler
   first (any handler, ``logging.NullHandler()`` included, to rely on the root's handlers
-  alone), or calls :func:`setup_logging` with its own level.
+  alone), or calls `setup_logging` with its own level.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def setup_logging(level: int = logging.INFO) -> ConsoleHandler:
 
 @contextlib.contextmanager
 def configured(level: int = logging.INFO) -> Iterator[ConsoleHandler]:
-    """:func:`setup_logging` for the ``with`` block, then the ``gcnet`` logger's handlers and
+    """`setup_logging` for the ``with`` block, then the ``gcnet`` logger's handlers and
     level as they were (a command run in-process leaves the caller's logging as it found it)."""
     logger = logging.getLogger(LOGGER)
     handlers, old_level = list(logger.handlers), logger.level
