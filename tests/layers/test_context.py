@@ -384,3 +384,34 @@ def test_private_torch_checker_catches_the_old_calls(tmp_path):
     assert {"torch._softmax_backward_data", "torch.ops.aten.native_layer_norm_backward", "torch._C",
             "torch._C._is_any_autocast_enabled", "torch._foo", "torch.ops.aten.add"} <= got  # fmt: skip
     assert not {"torch.softmax", "torch.__version__"} & got
+
+
+@pytest.mark.parametrize("kw", [{}, {"pooling": "avg"}, {"ratio": None}, {"ratio": 1 / 4, "norm": False}])
+def test_direct_and_module_paths_agree(kw):
+    """Without hooks the add branch runs as a few direct ops; with a hook on any submodule it
+    runs through the modules (so the hook fires). Both give the same output and gradients."""
+    torch.manual_seed(0)
+    block = GlobalContextBlock(16, **kw).double()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        y = block(x)
+        grads = torch.autograd.grad(y.square().sum(), [x, *block.parameters()], allow_unused=True)
+        with torch.no_grad():
+            y_eval = block(x)
+        return [y, y_eval, *[g for g in grads if g is not None]]
+
+    direct = run()
+    assert not block._hooked()
+    seen = []
+    handle = block.transform_add.conv_out.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    try:
+        assert block._hooked()
+        through_modules = run()
+    finally:
+        handle.remove()
+    assert len(seen) == 2  # the hook fired on both forwards
+    for a, b in zip(direct, through_modules, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
