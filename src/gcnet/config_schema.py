@@ -209,18 +209,34 @@ def _numbers_list(hint: Any) -> bool:
     return False
 
 
+_SPECS_CACHE: dict[tuple, tuple[dict, tuple[str, ...]]] = {}
+
+
+def _specs_and_free() -> tuple[dict[str, tuple[tuple[str, ...], Any, dataclasses.Field]], tuple[str, ...]]:
+    """(every key's allowed kinds, annotation and field; the free-form keys), resolved once per
+    state of the registry (``typing.get_type_hints`` costs ~1 ms a section; a config's
+    validation asks a dozen times)."""
+    sections = _registry()
+    key = tuple((sec.path, id(sec.schema)) for sec in sections)
+    if key not in _SPECS_CACHE:
+        out = {}
+        for sec in sections:
+            prefix = f"{sec.path}." if sec.path else ""
+            for name, f, hint in _fields(sec.schema, prefix):
+                out[name] = (_kinds(hint), hint, f)
+        free = tuple(k for k, (_, _, f) in out.items() if f.metadata.get("free_form"))
+        _SPECS_CACHE.clear()
+        _SPECS_CACHE[key] = (out, free)
+    return _SPECS_CACHE[key]
+
+
 def _specs() -> dict[str, tuple[tuple[str, ...], Any, dataclasses.Field]]:
-    out = {}
-    for sec in _registry():
-        prefix = f"{sec.path}." if sec.path else ""
-        for key, f, hint in _fields(sec.schema, prefix):
-            out[key] = (_kinds(hint), hint, f)
-    return out
+    return _specs_and_free()[0]
 
 
 def free_form_keys() -> tuple[str, ...]:
     """The keys whose mappings are not checked key by key (``model.kwargs``, ``model.context``)."""
-    return tuple(k for k, (_, _, f) in _specs().items() if f.metadata.get("free_form"))
+    return _specs_and_free()[1]
 
 
 _ARTICLE = {NUMBER: "a number", INT: "an integer", BOOL: "true or false", STR: "a string", LIST: "a list",
