@@ -3,6 +3,13 @@ GC vs NL vs SNL vs SE, at ResNet stage shapes. Float32 CPU. All numbers from one
 
     python benchmarks/bench_blocks.py [--repeats 10] [--shapes 8x256x56x56,...] [--threads N]
         [--baseline-block FILE | git:REV] [--no-peers] [--skip-family] [--cpu-time]
+    python benchmarks/bench_blocks.py --light [--batches 1,32] [--repeats 5]
+
+``--light``: every block of the registry (the light global-context family) at ResNet-50's
+c3-c5 shapes (512x28x28, 1024x14x14, 2048x7x7), batch 1 and 32, forward and
+forward+backward, as ratios to GC (r16, add) and, where timm implements the block, to timm's
+module of the same configuration (ours built from it with `gcnet.convert.block_from_timm`,
+so both have the same weights); all candidates of one shape timed round-robin.
 
 Prints markdown tables: forward and forward+backward time (median, ms), peak memory of the
 tensors each call allocates (MB), ratios against timm (median of per-round ratios, the
@@ -149,6 +156,8 @@ def main() -> None:
         "--no-peers", action="store_true", help="leave out timm and mmcv (ours and the baseline only)"
     )
     ap.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time (needs --threads 1)")
+    ap.add_argument("--light", action="store_true", help="only the light family vs GC and timm (c3-c5)")
+    ap.add_argument("--batches", default="1,32", help="--light: batch sizes")
     args = ap.parse_args()
     if not args.system_malloc:
         raise_malloc_thresholds()
@@ -160,6 +169,9 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
         f"malloc: {'system' if args.system_malloc else 'thresholds raised'}\n"
     )
+    if args.light:
+        _light_table([int(b) for b in args.batches.split(",")], args.repeats)
+        return
 
     print("### GC block vs peers (r16, att pooling, add fusion)\n")
     baseline = load_baseline_block(args.baseline_block) if args.baseline_block else None
@@ -191,6 +203,64 @@ def main() -> None:
                 f"| {r['mem_f']:.1f} | {r['mem_fb']:.1f} |",
                 flush=True,
             )
+
+
+# our registry name -> how timm builds the same block (create_attn name, or a callable)
+_TIMM_NAMES = {"se": "se", "ese": "ese", "eca": "eca", "ecam": "ecam", "ceca": "ceca", "ge": "ge",
+               "gc": "gca", "cbam": "cbam", "lcbam": "lcbam", "coord": "coord", "scoord": "scoord",
+               "ela": "ela", "strip": "strip", "grn": "grn"}  # fmt: skip
+LIGHT_SHAPES = [(512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+
+
+def _timm_block(name: str, c: int):
+    from timm.layers import create_attn
+    from timm.layers.grn import GlobalResponseNorm
+
+    if name == "grn":
+        return GlobalResponseNorm(c, channels_last=False)
+    return create_attn(_TIMM_NAMES[name], c)
+
+
+def _light_candidates(c: int) -> dict[str, tuple[torch.nn.Module, torch.nn.Module | None]]:
+    """{name: (ours, timm's or None)}; ours converted from timm's where timm has the block."""
+    from gcnet.convert import block_from_timm
+    from gcnet.layers import create_block, list_blocks
+
+    out = {}
+    for name in list_blocks():
+        if name == "nl":  # not a light block: quadratic in positions
+            continue
+        if name in _TIMM_NAMES:
+            theirs = randomize_(_timm_block(name, c)).eval()
+            out[name] = (block_from_timm(theirs).eval(), theirs)
+        else:
+            out[name] = (randomize_(create_block(name, c)).eval(), None)
+    return out
+
+
+def _light_table(batches: list[int], repeats: int) -> None:
+    print("\n### The light family at ResNet-50's c3-c5 (ratios: median of per-round ratios)\n")
+    print(
+        "| shape | block | fwd ms | fwd vs GC | fwd vs timm | fwd+bwd ms | fwd+bwd vs GC | fwd+bwd vs timm |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for c, h, w in LIGHT_SHAPES:
+        cands = _light_candidates(c)
+        for n in batches:
+            x = torch.randn(n, c, h, w)
+            fns = {}
+            for name, (ours, theirs) in cands.items():
+                fns[f"{name} fwd"], fns[f"{name} fb"] = block_calls(ours, x)
+                if theirs is not None:
+                    fns[f"timm {name} fwd"], fns[f"timm {name} fb"] = block_calls(theirs, x)
+            t = round_robin(fns, repeats, 2, shuffle=True)
+            for name, (_, theirs) in cands.items():
+                cells = []
+                for p in ("fwd", "fb"):
+                    me = f"{name} {p}"
+                    vs_timm = "-" if theirs is None else f"{ratio_stats(t, me, f'timm {name} {p}')[0]:.2f}x"
+                    cells += [f"{median(t[me]):.3f}", f"{ratio_stats(t, me, f'gc {p}')[0]:.2f}x", vs_timm]
+                print(f"| {n}x{c}x{h}x{w} | {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

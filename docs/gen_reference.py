@@ -362,8 +362,54 @@ def gen_models() -> str:
     return "\n".join(lines)
 
 
+def gen_blocks() -> str:
+    import torch
+
+    from gcnet.layers import create_block, list_blocks
+    from gcnet.layers.registry import block_info
+    from gcnet.tools.complexity import count_macs, count_params
+
+    c, hw = 256, 14
+    x = torch.zeros(1, c, hw, hw)
+    lines = [
+        "# The block family",
+        "",
+        "Every name `gcnet.create_block(name, channels)` builds (`gcnet.layers.list_blocks()`), "
+        "generated from each block's `BlockInfo` and its default arguments: the block as "
+        "pooling -> transform -> fusion, its parameters for C = 256 channels and its "
+        f"multiply-adds on one {c}x{hw}x{hw} map (ResNet-50's c4 is 1024x14x14), whether it starts "
+        "as the identity, the ranks it takes (1: (N, C, L), 2: (N, C, H, W), 3: (N, C, T, H, W)), "
+        "its source and timm's names for it (`gcnet.convert.block_from_timm` converts those). "
+        "What each costs and gives on a task where context is necessary: "
+        "[the study](../../howto/study.md).",
+        "",
+        "| name | block | pooling | transform | fusion | params (C=256) | MACs (K) | identity at init "
+        "| ranks | source | timm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name in list_blocks():
+        info = block_info(name)
+        blk = create_block(name, c).eval()
+        with torch.no_grad():
+            macs = count_macs(blk, x) / 1e3
+        timm = ", ".join(f"`{t}`" for t in info.timm) or "-"
+        lines.append(
+            f"| `{name}` | {cell(info.title)} | {cell(info.pooling)} | {cell(info.transform)} | "
+            f"{cell(info.fusion)} | {count_params(blk):,} | {macs:,.1f} | "
+            f"{'yes' if info.identity_at_init else 'no'} | {', '.join(map(str, info.dims))} | "
+            f"{cell(info.paper)} | {timm} |"
+        )
+        if info.note:
+            notes.append(f"- `{name}`: {info.note}")
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    return "\n".join(lines)
+
+
 # -- entry points --------------------------------------------------------------------------------
-PAGES = {"cli.md": gen_cli, "config.md": gen_config, "recipes.md": gen_recipes, "models.md": gen_models}
+PAGES = {"cli.md": gen_cli, "config.md": gen_config, "recipes.md": gen_recipes, "models.md": gen_models,
+         "blocks.md": gen_blocks}  # fmt: skip
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._info import BlockInfo
 from ._validate import check_channels, check_choice, check_input
 from .context import _softmax_dtype
 
@@ -70,6 +71,17 @@ class NonLocalBlock(nn.Module):
         use_scale: divide embedded-gaussian logits by sqrt(C') (mmcv's default).
         norm: BatchNorm after W_z (True, zero-initialised) or none (then W_z is zeroed).
     """
+
+    info = BlockInfo(
+        title="Non-local",
+        pooling="none: a query-dependent softmax(theta(x_i) . phi(x_j)) per position",
+        transform="g: 1x1 conv C->C/2; W_z: 1x1 conv C/2->C, BatchNorm (zero-initialised)",
+        fusion="add",
+        identity_at_init=True,
+        dims=(1, 2, 3),
+        paper="Wang et al., Non-local Neural Networks, CVPR 2018",
+        note="not a global-context block: its cost grows with (positions)^2",
+    )
 
     def __init__(
         self,

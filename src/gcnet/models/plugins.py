@@ -21,7 +21,8 @@ block's own keyword arguments). The matched module is replaced, in its parent, b
 
 Presets (``after="preset:FAMILY[:POSITION[:STAGES]]"``) name the plug-in points of common
 backbones (`PRESETS`); ``after_1x1`` is the paper's position: after the residual
-branch's last 1x1 conv + norm, before the residual add.
+branch's last 1x1 conv + norm, before the residual add. A preset may have positions of its
+own: ``preset:ultralytics:backbone`` / ``neck`` / ``all`` (YOLO models, `presets_ultralytics`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from gcnet.layers import create_block, list_blocks
+from gcnet.layers.layout import check_layout
 
+from .presets_ultralytics import ULTRALYTICS_POSITIONS, find_ultralytics_blocks
 from .resnet import STAGES, parse_stages
 
 __all__ = [
@@ -63,20 +66,27 @@ class ContextPlug(nn.Module):
     ``state_dict`` / ``load_state_dict`` keep the wrapped module's keys at the plug's own
     name (no ``module.`` level); the block's keys are ``context_block.*``. Attributes the
     plug does not have are looked up on the wrapped module (``plug.out_channels``).
+    ``layout``: where the module's output has its channels, ``"nchw"`` (dim 1), ``"nhwc"`` /
+    ``"nlc"`` (the last dim; the block is built for that layout, `gcnet.layers.layout`).
     """
 
-    def __init__(self, module: nn.Module, block: nn.Module, channels: int, target: str = "") -> None:
+    def __init__(
+        self, module: nn.Module, block: nn.Module, channels: int, target: str = "", layout: str = "nchw"
+    ) -> None:
         super().__init__()
         self.module = module
         self.context_block = block
         self.channels = channels
         self.target = target  # the module's name at insertion, for error messages
+        self.layout = layout
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = self.module(*args, **kwargs)
-        if not isinstance(out, torch.Tensor) or not 3 <= out.dim() <= 5 or out.shape[1] != self.channels:
+        dim = 1 if self.__dict__.get("layout", "nchw") == "nchw" else -1  # pickled before layouts: nchw
+        if not isinstance(out, torch.Tensor) or not 3 <= out.dim() <= 5 or out.shape[dim] != self.channels:
+            want = f"(N, {self.channels}, ...)" if dim == 1 else f"(N, ..., {self.channels})"
             raise ValueError(f"add_context_blocks: module {self.target!r} returned {_describe(out)}; "
-                             f"its context block expects an (N, {self.channels}, ...) tensor")  # fmt: skip
+                             f"its context block expects an {want} tensor")  # fmt: skip
         return self.context_block(out)
 
     def state_dict(self, *args: Any, destination=None, prefix: str = "", keep_vars: bool = False):
@@ -123,7 +133,8 @@ class ContextPlug(nn.Module):
         return True
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}"
+        layout = self.__dict__.get("layout", "nchw")
+        return f"channels={self.channels}" + (f", layout={layout!r}" if layout != "nchw" else "")
 
 
 def _describe(out: Any) -> str:
@@ -143,7 +154,11 @@ class Preset:
     name: str
     models: str
     where: str
-    find: Callable[[nn.Module], list[tuple[str, str, str | None]]]
+    find: Callable[..., list[tuple[str, str, str | None]]]
+    # the POSITIONs the preset takes, the first the default; a preset with its own positions
+    # (not after_1x1 / after_block) is called as ``find(model, position)`` and its block goes
+    # after the found child
+    positions: tuple[str, ...] = PRESET_POSITIONS
 
 
 def _join(prefix: str, name: str) -> str:
@@ -166,15 +181,24 @@ def _resnet_blocks(model: nn.Module) -> list[tuple[str, str, str | None]]:
     return []
 
 
+def _child(module: nn.Module | None, path: str) -> nn.Module | None:
+    """The submodule at the dotted ``path`` of ``module``, or None."""
+    for part in path.split("."):
+        module = module._modules.get(part) if isinstance(module, nn.Module) else None
+    return module
+
+
 def _by_class(classes: Mapping[str, Sequence[str]]) -> Callable[[nn.Module], list[tuple[str, str, None]]]:
-    """Residual blocks by class name; the branch is the first of the listed children the
-    block has (torchvision and timm use the same class names with other children)."""
+    """Residual blocks by class name (or ``module.ClassName`` where libraries share a name);
+    the branch is the first of the listed (dotted) children the block has (torchvision and
+    timm use the same class names with other children)."""
 
     def find(model: nn.Module) -> list[tuple[str, str, None]]:
         out = []
         for name, m in model.named_modules():
-            for child in classes.get(type(m).__name__, ()):
-                if isinstance(m._modules.get(child), nn.Module):
+            cls = type(m)
+            for child in classes.get(f"{cls.__module__}.{cls.__name__}", classes.get(cls.__name__, ())):
+                if isinstance(_child(m, child), nn.Module):
                     out.append((name, child, None))
                     break
         return out
@@ -182,35 +206,91 @@ def _by_class(classes: Mapping[str, Sequence[str]]) -> Callable[[nn.Module], lis
     return find
 
 
+_SWIN_BLOCKS = ("SwinTransformerBlock", "SwinTransformerBlockV2", "SwinTransformerV2Block")
+
+
+def _swin_blocks(model: nn.Module) -> list[tuple[str, str, str]]:
+    """Swin blocks (torchvision, timm): the MLP's last linear (V2: the post-norm ``norm2`` after
+    it); the stage from the patch mergings before the block (stride 4 first: c2)."""
+    out, merges = [], 0
+    for name, m in model.named_modules():
+        cls = type(m).__name__
+        if cls.startswith("PatchMerging"):
+            merges += 1
+        elif cls in _SWIN_BLOCKS and isinstance(m._modules.get("mlp"), nn.Module):
+            linears = [n for n, sub in m.mlp.named_modules() if isinstance(sub, nn.Linear)]
+            branch = "norm2" if cls != "SwinTransformerBlock" else f"mlp.{linears[-1]}" if linears else None
+            if branch is not None:
+                out.append((name, branch, f"c{merges + 2}"))
+    return out
+
+
 # torchvision: InvertedResidual.block (V3) / .conv (V2), MBConv / FusedMBConv.block;
-# timm: InvertedResidual.bn3, DepthwiseSeparableConv.bn2, EdgeResidual.bn2 (after conv_pw(l))
+# timm: InvertedResidual / CondConvResidual.bn3, DepthwiseSeparableConv.bn2, EdgeResidual.bn2
+# (after conv_pw(l)), MobileNetV4's UniversalInvertedResidual.pw_proj (1x1 conv + BN, no act)
 _INVERTED_RESIDUALS = {
     "InvertedResidual": ("block", "conv", "bn3"),
+    "CondConvResidual": ("bn3",),
     "MBConv": ("block",),
     "FusedMBConv": ("block",),
     "DepthwiseSeparableConv": ("bn2",),
     "EdgeResidual": ("bn2",),
+    "UniversalInvertedResidual": ("pw_proj",),
+}
+
+# timm CSPNet / DarkNet blocks: the branch's last conv (+ BN), before drop path and the add
+_CSP_BLOCKS = {
+    "timm.models.cspnet.BottleneckBlock": ("conv3",),
+    "timm.models.cspnet.DarkBlock": ("conv2",),
+    "timm.models.cspnet.EdgeBlock": ("conv2",),
 }
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("resnet", "ResNet / ResNeXt / Wide ResNet of torchvision, timm and gcnet (layer1..layer4)",
+        Preset("resnet", "ResNet / ResNeXt / Wide ResNet of torchvision, timm (ResNet-B/C/D: `resnet50d`, "
+               "`resnet26d`, SE / ECA variants) and gcnet (layer1..layer4)",
                "`bn3` (Bottleneck) / `bn2` (BasicBlock): the last conv + BN of the residual branch, "
-               "before the add (the paper's after_1x1; `gc_resnet50` exactly)", _resnet_blocks),
-        Preset("mobilenet", "MobileNetV3 / V2 (torchvision `InvertedResidual`; timm MobileNetV3)",
-               "the residual branch (`block`): after the linear 1x1 projection conv + BN, before the "
-               "residual add where there is one", _by_class(_INVERTED_RESIDUALS)),
-        Preset("efficientnet", "EfficientNet B0-B7 / V2 (torchvision `MBConv`, `FusedMBConv`; timm)",
-               "the residual branch (`block`): after the 1x1 projection conv + BN (after the block's "
-               "own SE), before stochastic depth and the add", _by_class(_INVERTED_RESIDUALS)),
-        Preset("convnext", "ConvNeXt (torchvision `CNBlock`)",
-               "the residual branch (`block`): after the second pointwise (1x1) linear, back in "
-               "NCHW, before the layer scale, stochastic depth and the add",
-               _by_class({"CNBlock": ("block",)})),
-        Preset("regnet", "RegNetX / RegNetY (torchvision `ResBottleneckBlock`)",
-               "the residual branch (`f`): after the last 1x1 conv + BN (after RegNetY's SE), "
-               "before the add with the shortcut", _by_class({"ResBottleneckBlock": ("f",)})),
+               "before timm's own `se` and the add (the paper's after_1x1; `gc_resnet50` exactly)",
+               _resnet_blocks),
+        Preset("mobilenet", "MobileNetV3 / V2 (torchvision `InvertedResidual`; timm MobileNetV3, "
+               "MobileNetV4 `UniversalInvertedResidual`)",
+               "after the linear 1x1 projection conv + BN (torchvision `block`, timm `bn3` / `bn2` / "
+               "`pw_proj`), before the residual add where there is one", _by_class(_INVERTED_RESIDUALS)),
+        Preset("efficientnet", "EfficientNet B0-B7 / V2 (torchvision `MBConv`, `FusedMBConv`; timm "
+               "`InvertedResidual`, `EdgeResidual`, `CondConvResidual`)",
+               "after the 1x1 projection conv + BN (torchvision `block`, timm `bn3` / `bn2`; after the "
+               "block's own SE), before stochastic depth and the add", _by_class(_INVERTED_RESIDUALS)),
+        Preset("convnext", "ConvNeXt V1 / V2 (torchvision `CNBlock`; timm `ConvNeXtBlock`)",
+               "after the second pointwise (1x1) linear, before the layer scale, stochastic depth "
+               "and the add: torchvision's `block`, back in NCHW; timm's `mlp.fc2`, where the map is "
+               "(N, H, W, C) (layout nhwc; NCHW with `conv_mlp=True`)",
+               _by_class({"CNBlock": ("block",), "ConvNeXtBlock": ("mlp.fc2",)})),
+        Preset("regnet", "RegNetX / RegNetY (torchvision `ResBottleneckBlock`; timm `Bottleneck` of "
+               "`timm.models.regnet`)",
+               "after the last 1x1 conv + BN (torchvision's branch `f`, timm's `conv3`; after "
+               "RegNetY's SE), before the add with the shortcut",
+               _by_class({"ResBottleneckBlock": ("f",), "timm.models.regnet.Bottleneck": ("conv3",)})),
+        Preset("csp", "timm CSPNet / DarkNet (`cspresnet50`, `cspresnext50`, `cspdarknet53`, "
+               "`cs3darknet_*`, `darknet53`: `BottleneckBlock`, `DarkBlock`, `EdgeBlock`)",
+               "after the residual branch's last conv + BN: `BottleneckBlock.conv3` (1x1, no act: where "
+               "timm's `attn_last` goes), `DarkBlock.conv2` (the 3x3 that restores the channels), "
+               "`EdgeBlock.conv2` (1x1); before drop path and the add, inside the cross-stage half",
+               _by_class(_CSP_BLOCKS)),
+        Preset("swin", "Swin V1 / V2 (torchvision `SwinTransformerBlock(V2)`; timm "
+               "`SwinTransformerBlock`, `SwinTransformerV2Block`)",
+               "the MLP branch: after its second linear (the pointwise projection back to C; V2: "
+               "after the post-norm `norm2` that follows it), before stochastic depth and the add; "
+               "the map is (N, H, W, C) (layout nhwc; timm's: (N, L, C) tokens, nlc)", _swin_blocks),
+        Preset("maxvit", "MaxViT (torchvision `MaxVit`: the `MBConv` of each `MaxVitBlock`)",
+               "the MBConv's residual branch (`layers`): after its last 1x1 conv (`conv_c`; the "
+               "block is pre-norm, no norm follows), before stochastic depth and the add; NCHW",
+               _by_class({"torchvision.models.maxvit.MBConv": ("layers",)})),
+        Preset("ultralytics", "Ultralytics YOLOv5 / v8 / 11 / 12 / 26 detection, segmentation, pose "
+               "(`yolo.model`: `C3`, `C2f`, `C3k2`, `C2PSA`, `A2C2f`, ...)",
+               "positions `backbone` (default), `neck`, `all`: after each CSP block's last 1x1 conv "
+               "(`cv2`; `cv3` in `C3`) that fuses its split paths, inside the layer",
+               find_ultralytics_blocks, positions=ULTRALYTICS_POSITIONS),
     )
 }  # fmt: skip
 
@@ -224,14 +304,16 @@ def _parse_preset(spec: str) -> tuple[Preset, str, tuple[str, ...]]:
         raise ValueError(f"after={spec!r}: no preset for {parts[1]!r} (presets: {', '.join(PRESETS)}); "
                          "for another architecture pass a glob over model.named_modules(), "
                          "e.g. after='features.*.block'")  # fmt: skip
-    position = parts[2] if len(parts) > 2 and parts[2] else "after_1x1"
-    if position not in PRESET_POSITIONS:
-        raise ValueError(f"after={spec!r}: position must be one of {PRESET_POSITIONS}, got {position!r}")
+    preset = PRESETS[parts[1]]
+    position = parts[2] if len(parts) > 2 and parts[2] else preset.positions[0]
+    if position not in preset.positions:
+        raise ValueError(f"after={spec!r}: position must be one of {preset.positions} for preset "
+                         f"{preset.name!r}, got {position!r}")  # fmt: skip
     try:
         stages = parse_stages(parts[3]) if len(parts) > 3 and parts[3] else _DEFAULT_STAGES
     except ValueError as e:
         raise ValueError(f"after={spec!r}: {e}") from None
-    return PRESETS[parts[1]], position, stages
+    return preset, position, stages
 
 
 def _stage_of(stride: float) -> str:
@@ -322,6 +404,7 @@ def add_context_blocks(
     after: str | Sequence[str] = "preset:resnet:after_1x1:c3-c5",
     *,
     example_input: torch.Tensor | tuple | None = None,
+    layout: str | None = None,
     **block_kwargs: Any,
 ) -> list[str]:
     """Pass the output of every module named by ``after`` through a new ``block``.
@@ -331,16 +414,26 @@ def add_context_blocks(
         block: a `gcnet.layers.create_block` name (``gc``, ``snl``, ``se``, ``nl``).
         after: an fnmatch glob over the names of ``model.named_modules()``, a preset
             ``"preset:FAMILY[:POSITION[:STAGES]]"`` (`PRESETS`; position ``after_1x1``
-            or ``after_block``, stages default ``c3-c5``), or a list of them.
+            or ``after_block``, or the preset's own, e.g. ``preset:ultralytics:neck``;
+            stages default ``c3-c5``), or a list of them.
         example_input: an input for the one traced forward that finds channel counts a
             module does not state and a preset's stages (default: zeros 1x3x224x224 in the
             model's dtype); given, it also checks every matched module's output.
-        **block_kwargs: the block's own arguments (``ratio``, ``pooling``, ``fusion``...).
+        layout: where the matched modules' outputs have their channels: ``"nchw"`` (N, C, ...),
+            ``"nhwc"`` (N, ..., C) or ``"nlc"`` (N, L, C) tokens (`gcnet.layers.layout`).
+            Default: per module, from what it is (a conv or a norm over dim 1: nchw; an
+            ``nn.Linear`` or ``nn.LayerNorm``: the last dim) or, for a container, from the
+            channels its last such layer states and the traced output's shape; an output
+            where that count is both dim 1 and the last dim is an error asking for ``layout``.
+        **block_kwargs: the block's own arguments (``ratio``, ``pooling``, ``fusion``...;
+            ``prefix_tokens`` for ``nlc`` tokens led by a class token).
 
     Returns the names of the inserted blocks (``<module>.context_block``), in module order.
     Nothing is changed when an error is raised.
     """
     patterns = _after_patterns(model, block, after)
+    if layout is not None:
+        check_layout(layout)
     modules = dict(model.named_modules())
     names = [n for n in modules if n]
     # 1. the targets: globs directly, presets as candidates whose stage may need the trace
@@ -351,8 +444,8 @@ def add_context_blocks(
     # 3. checks and channels, then the blocks (nothing is changed before all are built)
     plan = []
     for name in (n for n in names if n in targets):
-        channels = _target_channels(modules, name, records.get(name))
-        plan.append(_plug(model, modules, name, channels, block, block_kwargs))
+        channels, where = _target_channels(modules, name, records.get(name), layout)
+        plan.append(_plug(model, modules, name, channels, block, block_kwargs, where))
     for parent, attr, _, plug in plan:
         parent._modules[attr] = plug
     return [f"{name}.context_block" for _, _, name, _ in plan]
@@ -383,7 +476,8 @@ def _match(model: nn.Module, patterns: list[str], names: list[str]) -> tuple[set
     for pattern in patterns:
         if pattern.startswith("preset:"):
             preset, position, stages = _parse_preset(pattern)
-            found = preset.find(model)
+            own = preset.positions != PRESET_POSITIONS
+            found = preset.find(model, position) if own else preset.find(model)
             if not found:
                 raise ValueError(f"after={pattern!r}: preset {preset.name!r} ({preset.models}) does not fit "
                                  f"this {type(model).__name__}; pass a glob over model.named_modules() "
@@ -439,10 +533,12 @@ def _preset_targets(candidates: list[_Candidate], records: Mapping[str, list[Any
     return targets
 
 
-def _target_channels(modules: Mapping[str, nn.Module], name: str, outs: list[Any] | None) -> int | None:
-    """The channels of the map module ``name`` returns: from its traced outputs ``outs`` (one
-    (N, C, ...) map, else a ValueError) or, not traced, from what it declares; a module
-    already followed by a context block raises."""
+def _target_channels(
+    modules: Mapping[str, nn.Module], name: str, outs: list[Any] | None, layout: str | None = None
+) -> tuple[int | None, str]:
+    """(channels, layout) of the map module ``name`` returns: from its traced outputs ``outs``
+    (one map of rank 3 to 5, else a ValueError; `_resolve_layout`) or, not traced, from what
+    it declares (channels first); a module already followed by a context block raises."""
     owner = _owner(modules, name)
     if owner is not None:
         raise ValueError(
@@ -450,7 +546,12 @@ def _target_channels(modules: Mapping[str, nn.Module], name: str, outs: list[Any
             f"{owner}.context_block (add_context_blocks was called on it before)"
         )
     if outs is None:
-        return _declared_channels(modules[name])
+        if layout not in (None, "nchw"):
+            kind = type(modules[name]).__name__
+            raise ValueError(
+                f"layout={layout!r} does not fit module {name!r}: a {kind} returns (N, C, ...) maps"
+            )
+        return _declared_channels(modules[name]), "nchw"
     if not outs:
         raise ValueError(f"module {name!r} did not run in the forward on the example input")
     if len(outs) > 1:
@@ -459,7 +560,44 @@ def _target_channels(modules: Mapping[str, nn.Module], name: str, outs: list[Any
     if not isinstance(outs[0], tuple) or not 3 <= len(outs[0]) <= 5:
         what = f"a tensor of shape {outs[0]}" if isinstance(outs[0], tuple) else f"a {outs[0]}"
         raise ValueError(f"module {name!r} returns {what}, not an (N, C, ...) feature map")
-    return outs[0][1]
+    return _resolve_layout(modules[name], name, outs[0], layout)
+
+
+def _declared_dim(m: nn.Module) -> tuple[int, int] | None:
+    """(channels, their dim) a module states for its output: dim 1 for a conv or a norm over
+    channels, -1 for an ``nn.Linear`` or an ``nn.LayerNorm`` over the last dim (exactly that
+    class: timm's LayerNorm2d subclasses it and normalises dim 1)."""
+    channels = _declared_channels(m)
+    if channels is not None:
+        return channels, 1
+    if isinstance(m, nn.Linear):
+        return m.out_features, -1
+    if type(m) is nn.LayerNorm and len(m.normalized_shape) == 1:
+        return m.normalized_shape[0], -1
+    return None
+
+
+def _resolve_layout(m: nn.Module, name: str, shape: tuple, layout: str | None) -> tuple[int, str]:
+    """(channels, layout) of the ``shape`` module ``m`` returned: ``layout`` when given; else
+    what ``m`` is (`_declared_dim`); else the channels of its last layer that states them, in
+    dim 1 or the last dim of ``shape`` (both: ambiguous, a ValueError); else dim 1."""
+    tokens = "nlc" if len(shape) == 3 else "nhwc"
+    own = _declared_dim(m)
+    if layout is not None:
+        if layout == "nlc" and len(shape) != 3 or own is not None and (own[1] == 1) != (layout == "nchw"):
+            raise ValueError(f"layout={layout!r} does not fit module {name!r}: a {type(m).__name__} "
+                             f"returning a tensor of shape {shape}")  # fmt: skip
+        return (shape[1] if layout == "nchw" else shape[-1]), layout
+    if own is not None:
+        return own[0], "nchw" if own[1] == 1 else tokens
+    inner = (_declared_dim(sub) for sub in reversed(list(m.modules())[1:]))
+    hint = next((d[0] for d in inner if d is not None), None)
+    if hint is not None and shape[-1] == hint:
+        if shape[1] == hint:
+            raise ValueError(f"module {name!r} returns a tensor of shape {shape}: its {hint} channels may be "
+                             f"dim 1 or the last dim; pass layout='nchw' or {tokens!r}")  # fmt: skip
+        return hint, tokens
+    return shape[1], "nchw"
 
 
 def _plug(
@@ -469,20 +607,21 @@ def _plug(
     channels: int | None,
     block: str,
     block_kwargs: Mapping[str, Any],
+    layout: str = "nchw",
 ) -> tuple[nn.Module, str, str, ContextPlug]:
     """(the parent, the attribute, ``name``, the `ContextPlug` to put there): a new
-    ``block`` on the device and dtype of the module (or, parameter-free, of ``model``), in
-    its training mode."""
+    ``block`` for maps in ``layout`` on the device and dtype of the module (or,
+    parameter-free, of ``model``), in its training mode."""
     mod = modules[name]
     ref = next((t for t in (*mod.parameters(), *mod.buffers()) if t.is_floating_point()), None)
     if ref is None:  # a parameter-free module (an activation): the model's device and dtype
         ref = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
-    new = create_block(block, channels, **block_kwargs)
+    new = create_block(block, channels, layout=layout, **block_kwargs)
     if ref is not None:
         new = new.to(device=ref.device, dtype=ref.dtype)
     new.train(mod.training)
     parent, _, attr = name.rpartition(".")
-    return modules[parent], attr, name, ContextPlug(mod, new, channels, name)
+    return modules[parent], attr, name, ContextPlug(mod, new, channels, name, layout)
 
 
 def inserted_blocks(model: nn.Module) -> dict[str, nn.Module]:

@@ -348,7 +348,15 @@ class ResNet(nn.Module):
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         """torchvision's init (Kaiming convs, unit norms; with ``zero_init_residual`` the last
-        norm of every residual block zero), then the plug-ins' own."""
+        norm of every residual block zero), then the plug-ins' own (``reset_parameters``, or,
+        for a block without one, the state it was built with)."""
+        plugs = [
+            m.context_block
+            for m in self.modules()
+            if isinstance(m, _PluggableBlock) and m.context_block is not None
+        ]
+        built = {id(b): {k: v.clone() for k, v in b.state_dict().items()}
+                 for b in plugs if not hasattr(b, "reset_parameters")}  # fmt: skip
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -362,9 +370,11 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock) and m.bn2.weight is not None:
                     nn.init.constant_(m.bn2.weight, 0)
         # the loop above re-initialised the plug-ins' convs: restore their own init
-        for m in self.modules():
-            if isinstance(m, _PluggableBlock) and m.context_block is not None:
-                m.context_block.reset_parameters()
+        for b in plugs:
+            if id(b) in built:
+                b.load_state_dict(built[id(b)])
+            else:
+                b.reset_parameters()
 
     def _make_layer(self, block, planes: int, blocks: int, stage: str, stride=1, dilate=False):
         norm_layer = self._norm_layer
