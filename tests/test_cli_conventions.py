@@ -41,7 +41,8 @@ def test_every_option_has_help():
     missing = [f"{name} {a.option_strings or a.dest}" for name, p in _subcommands().items()
                for a in p._actions if not isinstance(a, argparse._HelpAction) and not a.help]  # fmt: skip
     assert not missing, missing
-    assert set(_subcommands()) == {"blocks", "info", "export", "train", "eval", "predict", "analyze", "demo"}
+    assert set(_subcommands()) == {"blocks", "info", "export", "train", "eval", "predict", "analyze", "demo",
+                                   "study"}  # fmt: skip
 
 
 def test_set_means_the_same_everywhere():

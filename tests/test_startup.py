@@ -16,8 +16,17 @@ import gcnet
 from .helpers import ROOT
 
 # the optional extras: imported only by the features that use them (gcnet.utils.extras)
-EXTRAS = ("matplotlib", "av", "pycocotools", "onnx", "onnxruntime", "onnxscript", "timm", "huggingface_hub",
-          "ultralytics")
+EXTRAS = (
+    "matplotlib",
+    "av",
+    "pycocotools",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "timm",
+    "huggingface_hub",
+    "ultralytics",
+)
 # torchvision's import takes torch._dynamo with it (torchvision.ops.roi_align), ~1-2 s
 HEAVY = ("torchvision", "torchvision.models.detection", "torch._dynamo", *EXTRAS)
 MARK = "--modules--"

@@ -9,12 +9,12 @@ import os
 import sys
 import traceback
 
-from . import analyze, blocks, demo, export, info, predict, train
+from . import analyze, blocks, demo, export, info, predict, study, train
 from . import eval as eval_
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (blocks, info, export, train, eval_, predict, analyze, demo)
+COMMANDS = (blocks, info, export, train, eval_, predict, analyze, demo, study)
 
 
 # options of every command, before it (``gcnet -q train ...``) or after it (``gcnet train -q ...``)

@@ -21,15 +21,15 @@ from ._common import SET_HELP, config_overrides
 DEFAULT_DEMO = "context"
 
 
-class _DemoNames:
+class DemoNames:
     """``--task``'s choices, read from the tasks when argparse checks or lists them: building
     the parser (every ``gcnet`` command, ``gcnet --help``) imports no task."""
 
     def __contains__(self, name: object) -> bool:
-        return name in _demos()
+        return name in list_demos()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(_demos())
+        return iter(list_demos())
 
 
 class _DemoHelp(argparse.HelpFormatter):
@@ -38,14 +38,14 @@ class _DemoHelp(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
         if text and ("{demos}" in text or "{outputs}" in text):
-            demos = _demos()
+            demos = list_demos()
             listing = "; ".join(f"{n}: {' vs '.join(spec.models)}" for n, (_, spec) in demos.items())
             outputs = ", ".join(sorted({spec.output for _, spec in demos.values()}))
             text = text.replace("{demos}", listing).replace("{outputs}", outputs)
         return text
 
 
-def _demos() -> dict:
+def list_demos() -> dict:
     """Every demo by the name ``--task`` takes: each task's own, and its named extra demos."""
     from gcnet.tasks import TASKS
 
@@ -58,7 +58,7 @@ def _demos() -> dict:
     return out
 
 
-def _train_one(task, cfg, log_path: str | None, progress: bool):
+def train_one(task, cfg, log_path: str | None, progress: bool):
     """Train; with ``log_path`` the engine's lines go to that file instead of the terminal.
     Returns (summary, the final model)."""
     from gcnet.engine import train
@@ -76,13 +76,13 @@ def _train_one(task, cfg, log_path: str | None, progress: bool):
     return s, model
 
 
-def _complexity(task, cfg, models: dict, rounds: int) -> dict:
+def measure_complexity(task, cfg, models: dict, rounds: int) -> dict:
     """{name: (params, multiply-adds, latency ms)}: one input of the demo's size, batch 1,
     the models timed round-robin (median of ``rounds``)."""
     import torch
 
     from gcnet.tools.complexity import count_macs, count_params
-    from gcnet.tools.profiling import compare_times
+    from gcnet.tools.profiling import median
 
     x = task.demos.demo_input(cfg)
     out = {}
@@ -92,17 +92,27 @@ def _complexity(task, cfg, models: dict, rounds: int) -> dict:
             m.roi_heads.score_thresh = 2.0
         with torch.no_grad():
             out[name] = [count_params(m), count_macs(m, x), None]
-    if rounds > 0:  # one thread: batch-1 latency of small models is steadier on a shared machine
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                times = compare_times({n: (lambda m=m: m(x)) for n, m in models.items()}, rounds, 2)
-        finally:
-            torch.set_num_threads(threads)
-        for name in models:
-            out[name][2] = times[name]
+    if rounds > 0:
+        for name, times in time_models(models, x, rounds).items():
+            out[name][2] = median(times)
     return out
+
+
+def time_models(models: dict, x, rounds: int) -> dict[str, list[float]]:
+    """{name: ms of each round}: ``model(x)`` of every model (in eval mode), timed
+    round-robin (one call of each per round, 2 warm-up rounds), on one CPU thread: batch-1
+    latency of small models is steadier on a shared machine."""
+    import torch
+
+    from gcnet.tools.profiling import round_robin
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            return round_robin({n: (lambda m=m: m(x)) for n, m in models.items()}, rounds, 2)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _analysis(
@@ -220,7 +230,7 @@ def _train_all(task, spec, recipe: str, output: str, seeds, quick: list[str], ar
             cfg0 = cfg0 or cfg
             if verbose:
                 print(f"\n=== {name} (seed {seed}) ===", flush=True)
-            s, model = _train_one(task, cfg, None if verbose else os.path.join(out_dir, "train.log"),
+            s, model = train_one(task, cfg, None if verbose else os.path.join(out_dir, "train.log"),
                                   not args.no_progress)  # fmt: skip
             last = s["history"][-1]
             final = last.get(f"val_{task.metric}", float("nan"))
@@ -253,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     from gcnet.utils.extras import require
 
     require("matplotlib", "gcnet demo (its curves and figures)")  # now, not after the training
-    task, spec = _demos()[args.task]
+    task, spec = list_demos()[args.task]
     recipe = find_recipe(args.config or spec.recipe)
     output = args.output or spec.output
     seeds = spec.seeds[:1] if args.quick else spec.seeds
@@ -271,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         task, spec, recipe, output, seeds, quick, args, verbose
     )
     rounds = 1 if args.quick else args.rounds
-    for name, (p, macs, lat) in _complexity(task, cfg0, models, rounds).items():
+    for name, (p, macs, lat) in measure_complexity(task, cfg0, models, rounds).items():
         next(r for r in results if r["name"] == name).update(params=p, macs=macs, latency_ms=lat)
     curves = plot_curves(histories, os.path.join(output, "curves.png"), metric=f"val_{task.metric}")
     scores = list(results[0]["scores"])
@@ -305,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train a task's demo models (plain and with context blocks), compare",
                        formatter_class=_DemoHelp)  # fmt: skip
-    p.add_argument("--task", choices=_DemoNames(), default=DEFAULT_DEMO, metavar="DEMO",
+    p.add_argument("--task", choices=DemoNames(), default=DEFAULT_DEMO, metavar="DEMO",
                    help=f"which demo (default {DEFAULT_DEMO}, the main job; {{demos}})")  # fmt: skip
     p.add_argument("--config", "-c", default=None, help="recipe (default: the packaged demo recipe)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP + " (every model)")

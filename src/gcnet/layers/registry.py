@@ -30,7 +30,14 @@ from .layout import check_layout, wrap_layout
 from .nonlocal_ import NonLocalBlock
 from .se import SqueezeExcitation
 
-__all__ = ["block_info", "create_block", "list_blocks", "register_block", "registered_classes"]
+__all__ = [
+    "block_factory",
+    "block_info",
+    "create_block",
+    "list_blocks",
+    "register_block",
+    "registered_classes",
+]
 
 _BLOCKS: dict[str, Callable[..., nn.Module]] = {
     "gc": GlobalContextBlock,
@@ -84,6 +91,13 @@ def registered_classes() -> list[type]:
         if isinstance(fn, type) and fn not in out:
             out.append(fn)
     return out
+
+
+def block_factory(name: str) -> Callable[..., nn.Module]:
+    """What `create_block` calls for ``name``: the class, or the function / partial registered."""
+    if name not in _BLOCKS:
+        raise ValueError(f"unknown block {name!r}; expected one of {list_blocks()}")
+    return _BLOCKS[name]
 
 
 def block_info(name: str):

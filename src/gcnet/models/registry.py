@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from gcnet.layers import GlobalContextBlock, NonLocalBlock, SqueezeExcitation
+from gcnet.layers import GlobalContextBlock, list_blocks
+from gcnet.layers.registry import block_factory
 
 from .external import create_external, is_external
 from .features import to_features_only
@@ -153,13 +154,13 @@ def list_models(
 
 
 def _block_params(block: str) -> set[str]:
-    cls: Callable = {"gc": GlobalContextBlock, "nl": NonLocalBlock, "se": SqueezeExcitation}.get(
-        block, GlobalContextBlock
-    )
-    params = set(inspect.signature(cls).parameters) - {"channels"}
-    if block == "snl":
-        params = {"zero_init_last"}
-    return params
+    """The keyword arguments of the registered block ``block`` (its constructor's, or a
+    partial's function's), beside ``channels``; a name the registry lacks: the GC block's
+    (the plug-in spec names the unknown block itself)."""
+    fn: Callable = block_factory(block) if block in list_blocks() else GlobalContextBlock
+    fixed = set(getattr(fn, "keywords", None) or ())  # a partial's bound arguments
+    params = inspect.signature(getattr(fn, "func", fn)).parameters
+    return {p for p, v in params.items() if v.kind is not v.VAR_KEYWORD} - {"channels", "self"} - fixed
 
 
 def resolve_config(

@@ -4,7 +4,9 @@
 - `FCNHead`: ``num_convs`` 3x3 conv+BN+ReLU, optionally concatenated with the head
   input and fused by one more 3x3 conv, dropout, 1x1 classifier. With ``context`` set it
   is mmsegmentation's ``GCHead`` (a GC block, ratio 1/4, att, add) or ``NLHead`` (an
-  embedded-Gaussian Non-local block) between its first and second conv.
+  embedded-Gaussian Non-local block) between its first and second conv; any other block of
+  `gcnet.layers.list_blocks` goes there too (``create_block(name, channels)``, its
+  defaults), chosen by a model's ``head`` option (``--set model.kwargs.head=eca``).
 - `EncoderDecoder`: backbone -> decode head (on c5) [+ auxiliary FCN head on c4]; the
   logits are resized to the input with bilinear interpolation (align_corners=False). In
   training mode with an auxiliary head ``forward`` returns ``{"out": ..., "aux": ...}``;
@@ -34,7 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gcnet.convert import segmentor_from_mmseg
-from gcnet.layers import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocalBlock, SqueezeExcitation
+from gcnet.layers import (
+    GlobalContextBlock,
+    NonLocalBlock,
+    SimplifiedNonLocalBlock,
+    SqueezeExcitation,
+    create_block,
+    list_blocks,
+)
 
 from .features import FeatureInfo
 from .registry import create_model, named_model
@@ -48,11 +57,20 @@ __all__ = [
     "SeedGCNet",
     "TinyBackbone",
     "HEAD_CONTEXTS",
+    "head_contexts",
     "SegWeights",
     "resolve_seg_weights",
 ]
 
+#: the head blocks with their own options (``ratio``, ``pooling``, ``fusion``, ``sub_sample``);
+#: any other name of `gcnet.layers.list_blocks` is built with its defaults (`head_contexts`)
 HEAD_CONTEXTS = ("none", "gc", "nl", "se", "snl")
+
+
+def head_contexts() -> tuple[str, ...]:
+    """What an `FCNHead`'s ``context`` (a segmentor's ``head`` option) takes now: ``none``,
+    the blocks with their own options (`HEAD_CONTEXTS`), then every other registered block."""
+    return (*HEAD_CONTEXTS, *(b for b in list_blocks() if b not in HEAD_CONTEXTS))
 
 
 class ConvNormAct(nn.Module):
@@ -89,7 +107,9 @@ class FCNHead(nn.Module):
         dropout: Dropout2d before the classifier.
         context: ``none``, ``gc`` (GC block with ``ratio``, ``pooling``, ``fusion``), ``nl``
             (embedded Gaussian, reduction 2, scaled; ``sub_sample`` as
-            `NonLocalBlock`'s), ``se`` (SE with ``ratio``) or ``snl``.
+            `NonLocalBlock`'s), ``se`` (SE with ``ratio``), ``snl``, or any other name of
+            `gcnet.layers.list_blocks` (``create_block(context, channels)``, its defaults;
+            ``ratio`` and the others are not read).
         in_index: which backbone output (``forward_stages`` list index) the head reads.
     """
 
@@ -111,8 +131,8 @@ class FCNHead(nn.Module):
         sub_sample: bool | str = False,
     ) -> None:
         super().__init__()
-        if context not in HEAD_CONTEXTS:
-            raise ValueError(f"context must be one of {HEAD_CONTEXTS}, got {context!r}")
+        if context not in head_contexts():
+            raise ValueError(f"context must be one of {list(head_contexts())}, got {context!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
         if num_convs < 1 or (context != "none" and num_convs < 2):
@@ -135,6 +155,8 @@ class FCNHead(nn.Module):
             self.context_block = SqueezeExcitation(channels, ratio=ratio)
         elif context == "snl":
             self.context_block = SimplifiedNonLocalBlock(channels)
+        elif context != "none":  # any other registered block, with its defaults
+            self.context_block = create_block(context, channels)
         else:
             self.context_block = None
         self.conv_cat = (
@@ -317,7 +339,7 @@ OPENMMLAB_V1C = {
 _SEG_OPTIONS = (
     "num_classes", "output_stride", "norm", "aux", "channels", "aux_channels", "dropout", "ratio",
     "pooling", "fusion", "align_corners", "backbone", "backbone_kwargs", "sub_sample", "width",
-    "concat_input",
+    "concat_input", "head",
 )  # fmt: skip
 # the head options that only a head with that block reads
 _HEAD_BLOCK_OPTIONS = {"ratio": ("gc", "se"), "pooling": ("gc",), "fusion": ("gc",), "sub_sample": ("nl",)}
@@ -330,7 +352,10 @@ def create_segmentor(name: str, pretrained: bool | str = False, **overrides) -> 
     ``aux`` (auxiliary FCN head on c4, default on), ``channels``/``aux_channels``, ``dropout``
     (0.1), the head's GC block ``ratio`` (1/4; seed model 1/16), ``pooling``, ``fusion``,
     ``align_corners``, ``backbone`` (another ResNet name, e.g. ``gc_resnet50_v1c`` for GC in
-    the backbone too) and ``backbone_kwargs`` (passed to `gcnet.create_model`).
+    the backbone too), ``backbone_kwargs`` (passed to `gcnet.create_model`) and ``head``: the
+    decode head's block, ``none`` or any name of `gcnet.layers.list_blocks` (``fcn_tiny_s4``
+    with ``head="eca"``: ECA between the head's convs, built with its defaults; the registered
+    block's own options, such as ``nonlocal_*``'s ``sub_sample``, then no longer apply).
 
     ``pretrained`` (`SegWeights` names its cases): ``False``; ``True`` /
     ``"torchvision[:NAME]"`` (ImageNet weights for torchvision-stem backbones);
@@ -369,7 +394,8 @@ def _segmentor_spec(name: str, overrides: dict) -> dict:
             near = difflib.get_close_matches(k, _SEG_OPTIONS, 1)
             hints.append(f"{k!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
         raise ValueError(f"unknown option(s) for model {name!r}: {', '.join(hints)}; expected {_SEG_OPTIONS}")
-    spec = {**SEGMENTORS[name], **{k: v for k, v in overrides.items() if k not in ("backbone_kwargs",)}}
+    spec = _with_head(name, dict(SEGMENTORS[name]), overrides)
+    spec.update({k: v for k, v in overrides.items() if k not in ("backbone_kwargs", "head")})
     spec["num_classes"] = int(spec.get("num_classes", 19))
     head = spec["head"]
     for k, heads in _HEAD_BLOCK_OPTIONS.items():  # an option no block of this head reads
@@ -378,6 +404,26 @@ def _segmentor_spec(name: str, overrides: dict) -> dict:
                              f"{'no context block' if head == 'none' else f'a {head} block'}, "
                              f"and only a {'/'.join(heads)} block reads {k!r}")  # fmt: skip
     return spec
+
+
+def _with_head(name: str, spec: dict, overrides: dict) -> dict:
+    """``spec`` with the ``head`` override (the decode head's block): checked against
+    `head_contexts`; another block than the registered one drops the registered block's
+    own options (`_HEAD_BLOCK_OPTIONS`: the ``nonlocal_*`` models' ``sub_sample``)."""
+    if "head" not in overrides:
+        return spec
+    head = overrides["head"]
+    if spec["head"] == "seed":
+        raise ValueError(f"option 'head' of model {name!r}: its head is the seed's fixed GC head; "
+                         "'head' picks the block of the FCN-head models (fcn_*, gcnet_*, ...)")  # fmt: skip
+    if head not in head_contexts():
+        near = difflib.get_close_matches(str(head), head_contexts(), 1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"option 'head' of model {name!r}: unknown block {head!r}{hint}; "
+                         f"expected one of {list(head_contexts())}")  # fmt: skip
+    if head != spec["head"]:
+        spec = {k: v for k, v in spec.items() if k not in _HEAD_BLOCK_OPTIONS}
+    return {**spec, "head": head}
 
 
 def _segmentor_backbone(name: str, spec: dict, overrides: dict) -> tuple[nn.Module, int, int]:

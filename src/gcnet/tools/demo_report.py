@@ -33,7 +33,8 @@ def closeness(inputs: float, attention: float) -> str:
 
 def block_kind(model: nn.Module) -> tuple[str, str]:
     """(short kind, description) of a model's context blocks: ("plain", "none"), ("GC",
-    "GC r1/4 (att, add) x1"), ("NL", ...), ("SE", ...), ("SNL", ...)."""
+    "GC r1/4 (att, add) x1"), ("NL", ...), ("SE", ...), ("SNL", ...); another block of the
+    model's ``context_blocks()`` by its class name, as kind and description."""
     found: dict[str, list[str]] = {}
     for m in model.modules():
         if isinstance(m, NonLocalBlock):
@@ -46,6 +47,10 @@ def block_kind(model: nn.Module) -> tuple[str, str]:
         elif isinstance(m, GlobalContextBlock):
             fusion = "+".join(m.fusion)
             found.setdefault("GC", []).append(f"GC r{_ratio(m.ratio)} ({m.pooling}, {fusion})")
+    if not found:  # another block of the family (ECA, CBAM, ...): its class, once per kind
+        others = getattr(model, "context_blocks", dict)().values()
+        for m in others:
+            found.setdefault(type(m).__name__, []).append(type(m).__name__)
     if not found:
         return "plain", "none"
     kind = next(iter(found))
