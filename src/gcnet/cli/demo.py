@@ -170,8 +170,9 @@ def _save_val_images(runs_dir: dict, spec, out: str, n: int) -> list[str]:
         return []
     _, cfg, _, task = load_trained_if_any(os.path.join(runs_dir[name], "best.pth"))
     ds, _ = task.build_data(cfg, "val")
-    if not hasattr(ds, "render"):
-        return []
+    if not hasattr(ds, "render"):  # a set of files (the video demo's .mp4s): the files themselves
+        files = [s[0] for s in getattr(ds, "samples", [])[:n]]
+        return [f for f in files if isinstance(f, str) and os.path.isfile(f)]
     os.makedirs(out, exist_ok=True)
     paths = []
     for i in range(min(n, len(ds))):

@@ -1,35 +1,44 @@
-"""The embedded video set: generated ``.mp4`` clips whose label needs context that is far
-apart in space *and* time.
+"""The embedded video set: generated ``.mp4`` clips whose label needs two events that lie far
+apart in *time*, beyond the reach of a plain slow-only network.
 
-Every video (``image_size`` x ``image_size`` px, ``num_frames`` frames, default 64 x 64 x 16)
-has a flat grey background (a random level per video) and, with ``s = n // 4`` and
-``m = n // 16`` for ``n = image_size``:
+Every video (``image_size`` x ``image_size`` px, ``num_frames`` frames; the demo's 32 x 32 x 16)
+has a flat grey background (level 128) and, with ``q = 3 n / 8`` and ``m = n / 16`` for
+``n = image_size`` and ``T = num_frames``:
 
-- the **cue**: a filled square of side ``s`` in the *top-left* corner (``m`` px from the
-  edges, jittered by up to ``n // 32``), visible only in the *first* ``max(2, T // 4)`` frames
+- the **cue**: a square of side ``q``, *white* or *black*, in the top-left corner (``m`` px
+  from the edges, jittered by up to ``n / 16``), shown only in the *first* ``T / 4`` frames
   (0-3 of 16);
-- the **target**: a filled disc of diameter ``s`` in the *bottom-right* corner (mirrored
-  placement), visible only in the *last* ``max(3, 3 T // 8)`` frames (10-15 of 16);
-- **distractors**: a plus sign in the top-right and one in the bottom-left corner, each shown
-  for a random window of 3-5 frames, and a small square moving left to right across the
-  middle band all video long; all in random palette colours.
+- the **target**: a disc of diameter ``q`` in one of 4 palette colours (red, green, blue,
+  yellow), in the bottom-right corner (mirrored placement), shown only in the *last*
+  ``T / 4`` frames (12-15 of 16); nothing in between.
 
-Colours come from a wheel of 4 (red, green, blue, yellow); the label is the step from the
-cue's colour to the target's on it::
+The label is a colour: the target's own colour after a white cue, its opposite on the colour
+wheel (red <-> blue, green <-> yellow) after a black one::
 
-    0 same_color    1 next_color    2 opposite_color    3 previous_color
+    label = (target colour + 2 * [cue is black]) mod 4      0 red  1 green  2 blue  3 yellow
 
-The cue colour and the label are drawn uniformly, so the cue alone, the target alone, and
-any distractor say nothing about the label. The two events lie in opposite corners (about
-0.6 n apart, over 3/4 of the frame diagonally) and at least ``T / 4`` frames apart, so no
-local window in space-time sees both: a network whose last stage has a small receptive field
-and then averages its features (global average pooling, then a linear classifier) scores each
-class as ``f(cue colour) + g(target colour)``, an additive function, which cannot represent the
-relation (already its same / not-same part is an XOR). It has to bring the early top-left
-evidence and the late bottom-right evidence together, which is what context blocks do.
+The cue and the target colour are drawn uniformly and independently (in the validation split
+they cycle instead: video ``i`` has cue ``i % 2`` and colour ``(i // 2) % 4``, so every pair is
+equally frequent and the first videos show both cues): the cue alone says nothing about the
+label, the target alone narrows it to two classes, only both decide it.
 
-Colours are flat and encoded near losslessly (mpeg4, quantiser 1-2), so they survive
-decoding; the tests read them back at the known positions with a hand-written oracle.
+**Why a plain slow-only network cannot solve it.** Sampled 8x2 (8 frames, one every 2nd: the
+demo's `demo_video.yaml`), the cue is in clip frames 0-1 and the target in clip frames 6-7,
+5 frames apart. Slow-only networks have no temporal convs before the late stages;
+``slowonly_tiny`` has two 3x1x1 convs (c4, c5), so every position of its last feature map
+sees a window of 5 consecutive frames (`gcnet.models.video.SlowOnlyTiny`): none sees a cue
+frame *and* a target frame. Global average pooling and a linear classifier then score each
+class as ``f(cue) + g(target)``, and no such additive score gets more than 3 of the 4
+videos ``(white, a), (black, a), (white, a+2), (black, a+2)`` right (the difference of the
+scores of classes ``a`` and ``a+2`` would have to be positive on the first and last and
+negative on the two others, but the two sums are equal): at most 75% video top-1, and 50% by
+reading the target alone (`blind_oracle_label`). A context block (GC, NL) pools over all
+T x H x W positions and can combine the two; `oracle_label`, hand-written with global
+information, reads both from the decoded frames and gets every video right. The tests check
+all of this on the network itself (``tests/data/test_synthetic_video.py``).
+
+The colours are flat and encoded near losslessly (mpeg4, quantiser 1-2), so they survive
+decoding.
 
 On disk (the ``video_list`` format, read back by `gcnet.data.video.build_video_dataset`)::
 
@@ -47,6 +56,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,15 +65,37 @@ from .video_io import write_video
 
 __all__ = [
     "SYNTHETIC_VIDEO_CLASSES",
+    "VideoLayout",
+    "blind_oracle_label",
     "generate_synthetic_videos",
+    "oracle_label",
+    "paint_video",
     "render_synthetic_video",
+    "video_layout",
 ]
 
-SYNTHETIC_VIDEO_CLASSES = ("same_color", "next_color", "opposite_color", "previous_color")
-_PALETTE_U8 = _PALETTE.astype(np.uint8)
+SYNTHETIC_VIDEO_CLASSES = ("red", "green", "blue", "yellow")
+_PALETTE_U8 = _PALETTE.astype(np.uint8)  # red, green, blue, yellow: the 4 classes' colours
+CUE_LEVELS = (235, 20)  # white, black
+BACKGROUND = 128
 _SPLIT_SEED = {"train": 0, "val": 1}
 _FORMAT = "gcnet synthetic_video"
-_VERSION = 1
+_VERSION = 2
+
+
+class VideoLayout(NamedTuple):
+    """What video ``index`` shows: ``cue`` 0 white / 1 black, the target's colour (0..3),
+    the label, the cue square's top-left corner, the target disc's centre, and their side /
+    diameter ``size``; the cue is in frames ``cue_frames``, the target in ``target_frames``."""
+
+    cue: int
+    target: int
+    label: int
+    cue_corner: tuple[int, int]
+    target_centre: tuple[float, float]
+    size: int
+    cue_frames: range
+    target_frames: range
 
 
 def _check(image_size: int, num_frames: int) -> None:
@@ -73,53 +105,71 @@ def _check(image_size: int, num_frames: int) -> None:
         raise ValueError(f"synthetic_video num_frames must be >= 8, got {num_frames}")
 
 
-def _plus(img: np.ndarray, y0: int, x0: int, s: int, color: np.ndarray) -> None:
-    w = max(1, s // 4)
-    c = s // 2
-    img[y0 : y0 + s, x0 + c - w // 2 - 1 : x0 + c + w // 2 + 1] = color
-    img[y0 + c - w // 2 - 1 : y0 + c + w // 2 + 1, x0 : x0 + s] = color
-
-
-def render_synthetic_video(
-    index: int, split: str = "train", seed: int = 0, image_size: int = 64, num_frames: int = 16
-) -> tuple[np.ndarray, int]:
-    """uint8 ``(num_frames, image_size, image_size, 3)`` frames and the label of video
-    ``index`` of ``split`` (see the module docstring)."""
+def video_layout(
+    index: int, split: str = "train", seed: int = 0, image_size: int = 32, num_frames: int = 16
+) -> VideoLayout:
+    """The `VideoLayout` of video ``index`` of ``split`` (see the module docstring)."""
     if split not in _SPLIT_SEED:
         raise ValueError(f"split must be one of {tuple(_SPLIT_SEED)}, got {split!r}")
     _check(image_size, num_frames)
     n, t = image_size, num_frames
     rng = np.random.default_rng([seed % 2**32, _SPLIT_SEED[split], index])
-    label = int(rng.integers(4))
-    cue = int(rng.integers(4))
-    target = (cue + label) % 4
-    s, m, jit = n // 4, n // 16, n // 32
-    cue_frames = max(2, t // 4)
-    target_frames = max(3, 3 * t // 8)
-    grey = int(rng.integers(70, 160))
-    video = np.full((t, n, n, 3), grey, np.uint8)
-    # cue: top-left square, first frames
+    cue, target = int(rng.integers(2)), int(rng.integers(4))
+    if split == "val":  # balanced: every (cue, colour) pair once in each 8 consecutive videos
+        cue, target = index % 2, (index // 2) % 4
+    q, m, jit = 3 * n // 8, n // 16, n // 16
     cy, cx = (m + int(v) for v in rng.integers(0, jit + 1, size=2))
-    video[:cue_frames, cy : cy + s, cx : cx + s] = _PALETTE_U8[cue]
-    # target: bottom-right disc, last frames
-    ty, tx = (n - m - s // 2 - int(v) for v in rng.integers(0, jit + 1, size=2))  # centre
+    ty, tx = (n - m - q / 2 - int(v) for v in rng.integers(0, jit + 1, size=2))
+    return VideoLayout(cue, target, (target + 2 * cue) % 4, (cy, cx), (ty, tx), q,
+                       range(0, t // 4), range(t - t // 4, t))  # fmt: skip
+
+
+def paint_video(layout: VideoLayout, image_size: int = 32, num_frames: int = 16) -> np.ndarray:
+    """uint8 ``(num_frames, image_size, image_size, 3)`` frames showing ``layout``."""
+    n, q = image_size, layout.size
+    video = np.full((num_frames, n, n, 3), BACKGROUND, np.uint8)
+    cy, cx = layout.cue_corner
+    video[layout.cue_frames.start : layout.cue_frames.stop, cy : cy + q, cx : cx + q] = CUE_LEVELS[layout.cue]
+    ty, tx = layout.target_centre
     yy, xx = np.ogrid[:n, :n]
-    disc = (yy - ty + 0.5) ** 2 + (xx - tx + 0.5) ** 2 <= (s / 2) ** 2
-    video[t - target_frames :, disc] = _PALETTE_U8[target]
-    # distractors: plus signs in the other two corners, a square moving across the middle
-    for y0, x0 in ((m, n - m - s), (n - m - s, m)):
-        start = int(rng.integers(0, t - 2))
-        length = int(rng.integers(3, 6))
-        color = _PALETTE_U8[int(rng.integers(4))]
-        for f in range(start, min(t, start + length)):
-            _plus(video[f], y0, x0, s, color)
-    side = max(2, n // 8)
-    color = _PALETTE_U8[int(rng.integers(4))]
-    y0 = n // 2 - side // 2
-    for f in range(t):
-        x0 = m + round((n - 2 * m - side) * f / (t - 1))
-        video[f, y0 : y0 + side, x0 : x0 + side] = color
-    return video, label
+    disc = (yy - ty + 0.5) ** 2 + (xx - tx + 0.5) ** 2 <= (q / 2) ** 2
+    video[layout.target_frames.start : layout.target_frames.stop, disc] = _PALETTE_U8[layout.target]
+    return video
+
+
+def render_synthetic_video(
+    index: int, split: str = "train", seed: int = 0, image_size: int = 32, num_frames: int = 16
+) -> tuple[np.ndarray, int]:
+    """uint8 ``(num_frames, image_size, image_size, 3)`` frames and the label of video
+    ``index`` of ``split`` (see the module docstring)."""
+    layout = video_layout(index, split, seed, image_size, num_frames)
+    return paint_video(layout, image_size, num_frames), layout.label
+
+
+def _read_events(frames: np.ndarray) -> tuple[int, int]:
+    """(cue 0 white / 1 black, target colour) read from decoded ``(T, H, W, 3)`` frames: the
+    mean of the top-left quadrant in the first frame, the nearest palette colour to the most
+    saturated pixels of the bottom-right quadrant in the last frame."""
+    n = frames.shape[1]
+    cue = 1 if frames[0, : n // 2, : n // 2].astype(np.float32).mean() < BACKGROUND else 0
+    last = frames[-1, n // 2 :, n // 2 :].reshape(-1, 3).astype(np.float32)
+    spread = last.max(1) - last.min(1)
+    rgb = last[spread >= np.percentile(spread, 90)].mean(0)
+    return cue, int(np.linalg.norm(_PALETTE - rgb, axis=1).argmin())
+
+
+def oracle_label(frames: np.ndarray) -> int:
+    """A hand-written solution with global information: read the cue from the first frame and
+    the target from the last, then apply the rule (frames: a decoded video or clip that
+    starts in the cue's frames and ends in the target's)."""
+    cue, target = _read_events(frames)
+    return (target + 2 * cue) % 4
+
+
+def blind_oracle_label(frames: np.ndarray) -> int:
+    """The best a model that cannot relate the two events does by reading one of them: the
+    target read exactly, the cue guessed (white): right on half of the videos."""
+    return _read_events(frames)[1]
 
 
 def _manifest(seed: int, train_size: int, val_size: int, image_size: int, num_frames: int) -> dict:
@@ -151,7 +201,7 @@ def generate_synthetic_videos(
     seed: int = 0,
     train_size: int = 240,
     val_size: int = 60,
-    image_size: int = 64,
+    image_size: int = 32,
     num_frames: int = 16,
 ) -> str:
     """Write the synthetic video set into ``root`` (or reuse the one there when its manifest

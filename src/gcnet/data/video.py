@@ -557,7 +557,7 @@ def build_video_dataset(
     - ``mean``, ``std``: normalisation in 0-1 space (ImageNet's).
     - ``synthetic_video`` only: ``seed`` (0), ``train_size`` (240), ``val_size`` (60),
       ``image_size`` (64), ``num_frames`` (16); sample it with ``clip_len`` 8 x
-      ``frame_interval`` 2 (the cue and the target lie 10 frames apart) and scales near
+      ``frame_interval`` 2 (the cue is in frames 0-3, the target in 12-15) and scales near
       ``image_size``.
     """
     name, root = _video_source(data, split)

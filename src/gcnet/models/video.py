@@ -35,9 +35,15 @@ code) put the non-local blocks. Named models:
   mmaction2's ``non_local_cfg``) in res3 blocks 0, 2 and res4 blocks 0, 2, 4, after_block;
   ``snl_slowonly_r50`` / ``gc5_slowonly_r50``: +5 SNL / +5 GC r16 at the same places;
 - ``se_slowonly_r50``: SE r16 in every block of c2-c5 (as ``se_resnet50``);
-- r18 (CPU demo): ``slowonly_r18``, ``gc_slowonly_r18``, ``se_slowonly_r18`` as above, and
+- r18 (CPU-sized): ``slowonly_r18``, ``gc_slowonly_r18``, ``se_slowonly_r18`` as above, and
   ``nl_slowonly_r18`` / ``snl_slowonly_r18`` / ``gc5_slowonly_r18`` with the block in every
-  other block of res3 and res4 (block 0 of each: 2 blocks).
+  other block of res3 and res4 (block 0 of each: 2 blocks);
+- tiny (``gcnet demo --task video``, `SlowOnlyTiny`: a 2-conv stride-4 stem, one 32-wide
+  BasicBlock per stage, 3x1x1 temporal convs in c4 / c5 only, so a position sees 5 consecutive
+  frames): ``slowonly_tiny``, ``gc_slowonly_tiny`` (GC r1/4 in every block of c3-c5,
+  after_1x1) and ``nl_slowonly_tiny`` (NL, as ``nl_slowonly_r50``'s, at the same places); the
+  blocks' last layers start random (``zero_init_last`` / ``zero_init`` False), as the demo
+  trains from scratch.
 
 Overrides are those of the 2D models (``plugin``, ``stages``, ``position``, ``indices``, the
 block's ``ratio`` / ``pooling`` / ``fusion`` / ``mode`` / ``sub_sample`` ..., ``num_classes``,
@@ -65,6 +71,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from gcnet.convert import is_mmdet_checkpoint, resnet_from_mmdet
 
+from .features import FeatureInfo
 from .registry import named_model, resolve_config
 from .resnet import POSITIONS, STAGES, BasicBlock, Bottleneck, PluginSpec, ResNet, parse_stages
 from .weights import (
@@ -81,6 +88,7 @@ __all__ = [
     "Bottleneck3d",
     "FrozenBatchNorm3d",
     "ResNet3d",
+    "SlowOnlyTiny",
     "VideoPluginSpec",
     "create_video_model",
     "plain_video_model",
@@ -292,6 +300,105 @@ class ResNet3d(ResNet):
         return self.dropout(torch.flatten(self.avgpool(x), 1))
 
 
+class SlowOnlyTiny(ResNet3d):
+    """``slowonly_tiny``: a slow-only 3D ResNet sized for CPU demos (``gcnet demo --task video``).
+
+    The stem is two 1x3x3 convs of stride (1, 2, 2) (``width // 2`` then ``width`` channels,
+    each with norm and ReLU; no max-pool, the stem's map is at stride 4); then one
+    `BasicBlock3d` per stage c2..c5 (``layers``), all ``width`` wide at stride 4: no further
+    down-sampling, in space or in time. As in slow-only, the early stages have no temporal
+    conv: a block of c2 / c3 is two 1x3x3 convs; a block of ``temporal_stages`` (c4, c5)
+    has a ``temporal_kernel`` x 1 x 1 first conv (slow-only's 3x1x1) and a 1x3x3 second one.
+    Head: global average pool over (T, H, W), dropout (0 by default), fc.
+
+    Receptive field, in time: each temporal conv widens it by ``temporal_kernel - 1``
+    frames and nothing else mixes frames, so a position of the last map sees
+    ``1 + 2 * (temporal_kernel // 2)`` x (number of temporal blocks) consecutive input frames:
+    5 for the default (`temporal_receptive_field`). In space: 2 convs of the stem (3 px either
+    side) and one 3x3 conv at stride 4 per conv of the blocks (4 px each; 6 convs):
+    27 px either side. A block of the family (``plugin``, e.g. GC in c3-c5) pools over all
+    T x H x W positions. Everything else is `ResNet3d`'s (keys ``stem.*``, ``layer1.0.*``,
+    ``fc``; ``forward_intermediates``, ``features_only``, ``context_blocks``, freezing).
+    There are no published weights (``pretrained`` takes a checkpoint of this model only).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] = BasicBlock,
+        layers: Sequence[int] = (1, 1, 1, 1),
+        num_classes: int = 400,
+        dropout: float = 0.0,
+        width: int = 32,
+        temporal_stages: str | Sequence[str] = ("c4", "c5"),
+        temporal_kernel: int = 3,
+        plugin: PluginSpec | None = None,
+        norm: str = "bn",
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        zero_init_residual: bool = False,
+        in_chans: int = 3,
+    ) -> None:
+        if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
+            raise ValueError(f"width must be an even int >= 2, got {width!r}")
+        if block is not BasicBlock or len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"SlowOnlyTiny takes BasicBlock and 4 stages of >= 1 block, got {layers}")
+        self.width = width
+        super().__init__(
+            block, layers, num_classes, dropout, temporal_stages, temporal_kernel, plugin=plugin, norm=norm,
+            frozen_stages=frozen_stages, norm_eval=norm_eval, out_indices=out_indices,
+            zero_init_residual=zero_init_residual, in_chans=in_chans,
+        )  # fmt: skip
+        self.num_features = width
+        self.feature_channels = (width,) * 4
+        self.feature_strides = (4,) * 4
+        self.feature_info = FeatureInfo(
+            [dict(num_chs=width, reduction=4, module="stem")]
+            + [dict(num_chs=width, reduction=4, module=f"layer{i}") for i in range(1, 5)]
+        )
+        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else None
+
+    def _make_stem(self, in_chans: int, stem_width: int) -> None:
+        norm_layer, half = self._norm_layer, self.width // 2
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, half, 3, 2, 1, bias=False), norm_layer(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, self.width, 3, 2, 1, bias=False), norm_layer(self.width), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.deep_stem = True  # the stem is ``self.stem`` (ResNet's deep-stem code paths)
+        self.inplanes = self.width
+
+    def _make_stages(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int]) -> None:
+        for i, (stage, n) in enumerate(zip(STAGES, layers), 1):
+            setattr(self, f"layer{i}", self._make_layer(block, self.width, n, stage))
+
+    def _to_3d(self) -> None:
+        convert = [_conv3d(m, 1) if isinstance(m, nn.Conv2d) else _norm3d(m) for m in self.stem]
+        self.stem = nn.Sequential(*convert)
+        self.maxpool = nn.Identity()
+        k, w = self.temporal_kernel, self.width
+        for stage, layer in zip(STAGES, (self.layer1, self.layer2, self.layer3, self.layer4)):
+            for blk in layer:
+                if stage in self.temporal_stages:
+                    blk.conv1 = nn.Conv3d(w, w, (k, 1, 1), padding=(k // 2, 0, 0), bias=False)
+                    nn.init.kaiming_normal_(blk.conv1.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    blk.conv1 = _conv3d(blk.conv1, 1)
+                blk.conv2 = _conv3d(blk.conv2, 1)
+                blk.bn1, blk.bn2 = _norm3d(blk.bn1), _norm3d(blk.bn2)
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 5 or x.shape[1] != self.stem[0].in_channels:
+            raise ValueError(f"{type(self).__name__} expects (N, {self.stem[0].in_channels}, T, H, W) clips, "
+                             f"got shape {tuple(x.shape)}")  # fmt: skip
+
+    def temporal_receptive_field(self) -> int:
+        """How many consecutive input frames one position of the last map depends on: 1 plus
+        ``taps - 1`` for every temporal conv (all of them lie on one path: no temporal stride,
+        no dilation)."""
+        return 1 + sum(t - 1 for t in self.temporal_convs().values())
+
+
 # -- registry ---------------------------------------------------------------------------------
 # video arch -> (the 2D arch whose weights inflate into it, block, layers)
 _VIDEO_ARCHS: dict[str, tuple[str, type, tuple[int, ...]]] = {
@@ -299,7 +406,9 @@ _VIDEO_ARCHS: dict[str, tuple[str, type, tuple[int, ...]]] = {
     "slowonly_r34": ("resnet34", BasicBlock, (3, 4, 6, 3)),
     "slowonly_r50": ("resnet50", Bottleneck, (3, 4, 6, 3)),
     "slowonly_r101": ("resnet101", Bottleneck, (3, 4, 23, 3)),
+    "slowonly_tiny": ("tiny", BasicBlock, (1, 1, 1, 1)),  # SlowOnlyTiny: no 2D weights to inflate
 }
+_ARCH_CLASS: dict[str, type[ResNet3d]] = {"slowonly_tiny": SlowOnlyTiny}  # the others: ResNet3d
 
 #: name -> dict(arch=video arch, plugin=block or None, **default overrides)
 VIDEO_MODELS: dict[str, dict[str, Any]] = {}
@@ -328,8 +437,19 @@ _register("nl_slowonly_r18", "slowonly_r18", "nl", **_TWO, **_NL)
 _register("snl_slowonly_r18", "slowonly_r18", "snl", **_TWO)
 _register("gc5_slowonly_r18", "slowonly_r18", "gc", ratio=1 / 16, **_TWO)
 _register("se_slowonly_r18", "slowonly_r18", "se", stages="c2-c5", ratio=1 / 16)
+# the video demo's (SlowOnlyTiny): the block in every block of c3-c5, after_1x1; trained from
+# scratch, so the blocks' last layers start random (zero_init_last / zero_init False: the paper's
+# zero init keeps a pretrained network's function at the start, which there is none of here)
+_register("gc_slowonly_tiny", "slowonly_tiny", "gc", ratio=1 / 4, zero_init_last=False)
+_register("nl_slowonly_tiny", "slowonly_tiny", "nl", **_NL, zero_init=False)
 
-_NET_PARAMS = set(inspect.signature(ResNet3d).parameters) - {"block", "layers", "plugin"}
+
+def _net_params(cls: type[ResNet3d]) -> set[str]:
+    return set(inspect.signature(cls).parameters) - {"block", "layers", "plugin"}
+
+
+def _arch_of(name: str, overrides: Mapping[str, Any]) -> str:
+    return overrides.get("arch", VIDEO_MODELS[name]["arch"])
 
 
 def video_model_config(name: str, **overrides: Any) -> dict[str, Any]:
@@ -343,7 +463,8 @@ def video_model_config(name: str, **overrides: Any) -> dict[str, Any]:
         arch: (dict(block=block, layers=layers), arch2d)
         for arch, (arch2d, block, layers) in _VIDEO_ARCHS.items()
     }
-    return resolve_config(name, VIDEO_MODELS[name], archs, _NET_PARAMS, VideoPluginSpec, overrides)
+    params = _net_params(_ARCH_CLASS.get(_arch_of(name, overrides), ResNet3d))
+    return resolve_config(name, VIDEO_MODELS[name], archs, params, VideoPluginSpec, overrides)
 
 
 def create_video_model(name: str, pretrained: bool | str = False, **overrides: Any) -> ResNet3d:
@@ -351,7 +472,11 @@ def create_video_model(name: str, pretrained: bool | str = False, **overrides: A
     the overrides and ``pretrained`` (2D weights are inflated, 3D ones load as they are)."""
     cfg = video_model_config(name, **overrides)
     arch2d = cfg.pop("_arch")
-    model = named_model(ResNet3d(**cfg), name, arch2d)  # arch: the 2D one whose weights inflate
+    if arch2d == "tiny" and (pretrained is True or str(pretrained).startswith("torchvision")):
+        raise ValueError(f"model {name!r}: there are no ImageNet weights for the tiny network; "
+                         "give a checkpoint of it (a path) or none")  # fmt: skip
+    cls = _ARCH_CLASS.get(_arch_of(name, overrides), ResNet3d)
+    model = named_model(cls(**cfg), name, arch2d)  # arch: the 2D one whose weights inflate
     if pretrained:
         load_video_pretrained(model, pretrained, arch=arch2d)
     return model
@@ -422,4 +547,4 @@ def plain_video_model(name: str, **overrides: Any) -> ResNet3d | None:
     cfg.pop("_arch")
     if cfg.get("plugin") is None:
         return None
-    return ResNet3d(**{**cfg, "plugin": None})
+    return _ARCH_CLASS.get(_arch_of(name, overrides), ResNet3d)(**{**cfg, "plugin": None})
