@@ -218,7 +218,8 @@ def _timm_block(name: str, c: int):
 
     if name == "grn":
         return GlobalResponseNorm(c, channels_last=False)
-    return create_attn(_TIMM_NAMES[name], c)
+    # timm 1.0.31's GatherExcite raises on its MLP path (its default): the parameter-free gather
+    return create_attn(_TIMM_NAMES[name], c, **({"use_mlp": False} if name == "ge" else {}))
 
 
 def _light_candidates(c: int) -> dict[str, tuple[torch.nn.Module, torch.nn.Module | None]]:
