@@ -386,10 +386,17 @@ def test_private_torch_checker_catches_the_old_calls(tmp_path):
     assert not {"torch.softmax", "torch.__version__"} & got
 
 
-@pytest.mark.parametrize("kw", [{}, {"pooling": "avg"}, {"ratio": None}, {"ratio": 1 / 4, "norm": False}])
+_SE = {"pooling": "avg", "fusion": "mul", "norm": False}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"pooling": "avg"}, {"ratio": None}, {"ratio": 1 / 4, "norm": False}, _SE, {**_SE, "relu": False}],
+)
 def test_direct_and_module_paths_agree(kw):
-    """Without hooks the add branch runs as a few direct ops; with a hook on any submodule it
-    runs through the modules (so the hook fires). Both give the same output and gradients."""
+    """Without hooks the add branch (and SE's mul branch) runs as a few direct ops; with a hook on
+    any submodule it runs through the modules (so the hook fires). Both give the same output and
+    gradients."""
     torch.manual_seed(0)
     block = GlobalContextBlock(16, **kw).double()
     for p in block.parameters():
@@ -403,12 +410,15 @@ def test_direct_and_module_paths_agree(kw):
             y_eval = block(x)
         return [y, y_eval, *[g for g in grads if g is not None]]
 
+    branch = "transform_mul" if block.transform_add is None else "transform_add"
     direct = run()
-    assert not block._hooked()
+    assert not block._hooked(branch)
+    assert (block._direct_scale(x) is not None) == (branch == "transform_mul")
     seen = []
-    handle = block.transform_add.conv_out.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    handle = getattr(block, branch).conv_out.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     try:
-        assert block._hooked()
+        assert block._hooked(branch)
+        assert block._direct_scale(x) is None
         through_modules = run()
     finally:
         handle.remove()

@@ -547,10 +547,10 @@ class GlobalContextBlock(nn.Module):
                 return self._forward_add(x)
         return self._forward_add(x)
 
-    def _hooked(self) -> bool:
-        """Whether a submodule of the add branch has hooks (which must then see its call)."""
+    def _hooked(self, branch: str = "transform_add") -> bool:
+        """Whether a submodule of the pooling or of a branch has hooks (which must then see its call)."""
         mods = self._modules
-        pool, t = mods["pool"], mods["transform_add"]
+        pool, t = mods["pool"], mods[branch]
         subs = (pool, pool._modules.get("conv_mask"), t, *t._modules.values())
         return any(m is not None and has_hooks(m) for m in subs)
 
@@ -577,15 +577,52 @@ class GlobalContextBlock(nn.Module):
         return x.add_(shift) if self.inplace else x + shift
 
     def _forward_modules(self, x: torch.Tensor) -> torch.Tensor:
-        """mul fusion (SE, GC with mul or add + mul): pooling and transforms as modules."""
-        context = self.pool(x)  # (N, C)
+        """mul fusion (SE, GC with mul or add + mul): pooling and transforms as modules (each
+        called through `_run`: its hooks fire when it has any, else its ``forward`` directly)."""
+        mods = self._modules  # the dict: ~0.06 us a name, the attributes ~0.5-3 us
+        scale = self._direct_scale(x)
+        if scale is not None:  # SE without hooks: the same arithmetic in a few direct ops
+            return x.mul_(scale) if self.inplace and not torch.is_grad_enabled() else x * scale
+        context = _run(mods["pool"], x)  # (N, C)
         bshape = (x.shape[0], self.channels) + (1,) * (x.dim() - 2)
-        inplace = self.inplace and not torch.is_grad_enabled()
-        scale = torch.sigmoid(self.transform_mul(context)).reshape(bshape)
-        if self.transform_add is None:
-            return x.mul_(scale) if inplace else x * scale
+        scale = torch.sigmoid(_run(mods["transform_mul"], context)).reshape(bshape)
+        transform_add = mods.get("transform_add")  # None: a plain attribute, not in the dict
+        if transform_add is None:
+            return x.mul_(scale) if self.inplace and not torch.is_grad_enabled() else x * scale
         # mul first, then add, in one pass over x: x * scale + shift
-        return torch.addcmul(self.transform_add(context).reshape(bshape), x, scale)
+        return torch.addcmul(_run(transform_add, context).reshape(bshape), x, scale)
+
+    def _direct_scale(self, x: torch.Tensor) -> torch.Tensor | None:
+        """sigmoid(delta(mean of x)), shaped (N, C, 1, ...), for an SE-like block (avg pooling, mul
+        fusion only, a bottleneck without norm, `PointwiseConv` layers with plain parameters, no
+        hooks) in direct ops: the module calls and reshapes cost ~5% of a block at 14x14. None
+        for any other configuration (the caller then runs the modules)."""
+        mods = self._modules
+        pool, t = mods["pool"], mods.get("transform_mul")
+        if mods.get("transform_add") is not None or t is None or pool._modules.get("conv_mask") is not None:
+            return None
+        tm = t._modules
+        conv_in, conv_out = tm.get("conv_in"), tm.get("conv_out")
+        if (
+            tm.get("norm") is not None
+            or type(conv_in) is not PointwiseConv
+            or type(conv_out) is not PointwiseConv
+        ):
+            return None
+        p1, p2 = conv_in._parameters, conv_out._parameters
+        w1, b1, w2, b2 = p1.get("weight"), p1.get("bias"), p2.get("weight"), p2.get("bias")
+        if w1 is None or w2 is None or self._hooked("transform_mul"):
+            return None
+        if w1.dtype != x.dtype:  # as `PointwiseConv`: the weights in x's dtype
+            w1, b1 = w1.to(x.dtype), None if b1 is None else b1.to(x.dtype)
+        if w2.dtype != x.dtype:
+            w2, b2 = w2.to(x.dtype), None if b2 is None else b2.to(x.dtype)
+        n, rank = x.shape[0], x.dim()
+        h = F.linear(x.mean(dim=_SPATIAL_DIMS[rank]), w1.view(w1.shape[0], -1), b1)
+        if t.relu:
+            h = F.relu(h)
+        g = torch.sigmoid(F.linear(h, w2.view(w2.shape[0], -1), b2))
+        return g.view((n, g.shape[1]) + (1,) * (rank - 2))
 
     def extra_repr(self) -> str:
         return f"{self.channels}, ratio={self.ratio}, fusion={self.fusion}"
