@@ -67,6 +67,11 @@ def ul(tmp_path_factory):
         return fail
 
     env, threads, np_print = dict(os.environ), torch.get_num_threads(), np.get_printoptions()
+    # Ultralytics replaces PIL.Image.open (a HEIF fallback that pip-installs pi-heif on an
+    # unreadable file) and torch.save for the whole process on import: restored below
+    from PIL import Image
+
+    image_open, torch_save = Image.open, torch.save
     deterministic = torch.are_deterministic_algorithms_enabled()
     with pytest.MonkeyPatch.context() as mp:
         env_vars = dict(
@@ -92,6 +97,7 @@ def ul(tmp_path_factory):
     torch.set_printoptions(profile="default")
     np.set_printoptions(**np_print)
     torch.use_deterministic_algorithms(deterministic)
+    Image.open, torch.save = image_open, torch_save
     assert not attempts, f"Ultralytics tried to reach the network: {attempts}"
 
 
