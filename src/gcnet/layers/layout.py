@@ -21,11 +21,10 @@ move between a block and its channels-last twin unchanged; its parameter *names*
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any
-
 import torch
 from torch import nn
+
+from ._transparent import TransparentWrapper
 
 __all__ = ["LAYOUTS", "LayoutAdapter", "check_layout", "wrap_layout"]
 
@@ -48,7 +47,7 @@ def check_layout(layout: object, prefix_tokens: object = 0) -> str:
     return layout
 
 
-class LayoutAdapter(nn.Module):
+class LayoutAdapter(TransparentWrapper):
     """``block`` (which takes (N, C, ...) maps) on channels-last maps or token sequences.
 
     Args:
@@ -95,30 +94,7 @@ class LayoutAdapter(nn.Module):
         return self.block.attention(x[:, self.prefix_tokens :].movedim(-1, 1))
 
     # the block's keys at the adapter's own name: a block and its channels-last twin share them
-    def state_dict(self, *args: Any, destination=None, prefix: str = "", keep_vars: bool = False):
-        if args:  # torch's deprecated positional form: (destination, prefix, keep_vars)
-            destination, prefix, keep_vars = (list(args) + [destination, prefix, keep_vars][len(args) :])[:3]
-        if destination is None:
-            destination = OrderedDict()
-            destination._metadata = OrderedDict()  # type: ignore[attr-defined]
-        return self.block.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:  # fmt: skip
-        inner = prefix + "block."
-        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
-            state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)  # fmt: skip
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            modules = self.__dict__.get("_modules")
-            if name.startswith("__") or not modules or "block" not in modules:
-                raise
-            return getattr(modules["block"], name)
+    _inner = "block"
 
     def extra_repr(self) -> str:
         tokens = f", prefix_tokens={self.prefix_tokens}" if self.prefix_tokens else ""

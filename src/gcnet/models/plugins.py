@@ -31,7 +31,6 @@ import dataclasses
 import difflib
 import fnmatch
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,6 +39,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from gcnet.layers import create_block, list_blocks
+from gcnet.layers._transparent import TransparentWrapper
 from gcnet.layers.layout import check_layout
 
 from .presets_ultralytics import ULTRALYTICS_POSITIONS, find_ultralytics_blocks
@@ -60,7 +60,7 @@ PRESET_POSITIONS = ("after_1x1", "after_block")
 _DEFAULT_STAGES = ("c3", "c4", "c5")
 
 
-class ContextPlug(nn.Module):
+class ContextPlug(TransparentWrapper):
     """``module`` followed by a context block: ``forward(x) = context_block(module(x))``.
 
     ``state_dict`` / ``load_state_dict`` keep the wrapped module's keys at the plug's own
@@ -80,6 +80,8 @@ class ContextPlug(nn.Module):
         self.target = target  # the module's name at insertion, for error messages
         self.layout = layout
 
+    _inner, _extras = "module", ("context_block",)  # the module's keys at the plug's name
+
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = self.module(*args, **kwargs)
         dim = 1 if self.__dict__.get("layout", "nchw") == "nchw" else -1  # pickled before layouts: nchw
@@ -88,36 +90,6 @@ class ContextPlug(nn.Module):
             raise ValueError(f"add_context_blocks: module {self.target!r} returned {_describe(out)}; "
                              f"its context block expects an {want} tensor")  # fmt: skip
         return self.context_block(out)
-
-    def state_dict(self, *args: Any, destination=None, prefix: str = "", keep_vars: bool = False):
-        if args:  # torch's deprecated positional form: (destination, prefix, keep_vars)
-            destination, prefix, keep_vars = (list(args) + [destination, prefix, keep_vars][len(args) :])[:3]
-        if destination is None:
-            destination = OrderedDict()
-            destination._metadata = OrderedDict()  # type: ignore[attr-defined]
-        self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
-        self.context_block.state_dict(destination=destination, prefix=prefix + "context_block.",
-                                      keep_vars=keep_vars)  # fmt: skip
-        return destination
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:  # fmt: skip
-        # the wrapped module's keys sit at the plug's name: move them under "module." for the
-        # children's loaders (state_dict is this plug's own filtered copy)
-        inner, block = prefix + "module.", prefix + "context_block."
-        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith((inner, block))]:
-            state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)  # fmt: skip
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            modules = self.__dict__.get("_modules")
-            if name.startswith("__") or not modules or "module" not in modules:
-                raise
-            return getattr(modules["module"], name)
 
     # a wrapped container still indexes, iterates and counts like itself
     def __getitem__(self, index: Any) -> Any:
